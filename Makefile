@@ -1,0 +1,44 @@
+# Every target that needs Python first makes its own environment in $(VENV).
+# On a CPU machine torch comes from TORCH_SPEC, installed before anything else, so that no
+# package pulls the multi-GB CUDA build. Elsewhere (e.g. a CPU machine whose pip would fetch
+# the CUDA wheel), point pip at the CPU index:
+#   make test TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_SPEC ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+PYTEST_ARGS ?=
+# default scale for `make book` and `make lab`; `make test` runs at ci unless told otherwise
+RLHF_LAB_SCALE ?=
+export RLHF_LAB_SCALE
+
+STAMP := $(VENV)/.installed
+
+.PHONY: env test book lab notebooks clean bench
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[book,dev]"
+	touch $@
+
+test: $(STAMP)
+	RLHF_LAB_SCALE=$${RLHF_LAB_SCALE:-ci} $(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+
+book: $(STAMP)
+	$(BIN)/python -m rlhf_lab.book build
+
+notebooks: $(STAMP)
+	$(BIN)/python -m rlhf_lab.book notebooks
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab chapters/
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/sampler.py
+
+clean:
+	rm -rf book/_build $(VENV)
