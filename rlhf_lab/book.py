@@ -1,0 +1,198 @@
+"""Build tooling for the book and the Colab notebooks (``python -m rlhf_lab.book``).
+
+    python -m rlhf_lab.book build       # execute every chapter, build book/_build/html
+    python -m rlhf_lab.book notebooks   # sync Colab URLs from book/_config.yml, regenerate notebooks/
+    python -m rlhf_lab.book check       # fail if notebooks/ or the Colab URLs drifted
+
+Chapters are MyST Markdown notebooks in ``chapters/`` — the source of truth. ``notebooks/*.ipynb``
+are generated from them without outputs, for Colab. The repository the Colab badge and the
+install cell point to is ``repository.url`` in ``book/_config.yml``: one setting for a fork.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "book" / "_config.yml"
+TOC = ROOT / "_toc.yml"
+CHAPTERS = ROOT / "chapters"
+NOTEBOOKS = ROOT / "notebooks"
+BUILD = ROOT / "book" / "_build"
+
+_BADGE = re.compile(r"https://colab\.research\.google\.com/github/[^)\s]+?/notebooks/(?P<name>[\w.-]+\.ipynb)")
+_INSTALL = re.compile(r"rlhf_lab @ git\+https://github\.com/[\w.-]+/[\w.-]+")
+
+
+def _yaml(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text())
+
+
+def repository() -> tuple[str, str]:
+    """(owner/name, branch) of the course repository, from book/_config.yml."""
+    repo = _yaml(CONFIG)["repository"]
+    url = repo["url"].rstrip("/")
+    m = re.match(r"https://github\.com/([\w.-]+/[\w.-]+)$", url)
+    if not m:
+        raise ValueError(f"repository.url in {CONFIG} must look like https://github.com/OWNER/NAME, got {url!r}")
+    return m.group(1), repo.get("branch", "main")
+
+
+def chapter_paths() -> list[Path]:
+    """The chapters in table-of-contents order."""
+    toc = _yaml(TOC)
+    entries = toc.get("chapters", []) + [c for part in toc.get("parts", []) for c in part.get("chapters", [])]
+    files = [c["file"] for c in entries]
+    return [ROOT / f"{f}.md" for f in files if f.startswith("chapters/")]
+
+
+def synced_source(path: Path) -> str:
+    """The chapter's text with its Colab badge and install cell pointing at the configured repo."""
+    slug, branch = repository()
+    text = path.read_text()
+    text = _BADGE.sub(lambda m: f"https://colab.research.google.com/github/{slug}/blob/{branch}/notebooks/{m.group('name')}", text)
+    return _INSTALL.sub(f"rlhf_lab @ git+https://github.com/{slug}", text)
+
+
+def notebook_json(path: Path) -> str:
+    """The Colab notebook generated from a chapter: same cells, no outputs."""
+    import jupytext
+
+    nb = jupytext.reads(synced_source(path), fmt="md:myst")
+    for k, cell in enumerate(nb.cells):
+        cell["id"] = f"{path.stem[:2]}-cell-{k:03d}"  # stable ids: regenerating gives the same file
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    return jupytext.writes(nb, fmt="ipynb")
+
+
+def sync_notebooks() -> list[Path]:
+    """Rewrite the chapters' Colab URLs from the config and regenerate notebooks/. Returns written files."""
+    NOTEBOOKS.mkdir(exist_ok=True)
+    written = []
+    for path in chapter_paths():
+        synced = synced_source(path)
+        if synced != path.read_text():
+            path.write_text(synced)
+            written.append(path)
+        out = NOTEBOOKS / f"{path.stem}.ipynb"
+        text = notebook_json(path)
+        if not out.exists() or out.read_text() != text:
+            out.write_text(text)
+            written.append(out)
+    return written
+
+
+def drift() -> list[str]:
+    """Problems that `make notebooks` would fix: stale notebooks, URLs not matching the config."""
+    problems = []
+    for path in chapter_paths():
+        if synced_source(path) != path.read_text():
+            problems.append(f"{path.relative_to(ROOT)}: Colab URLs differ from repository.url in book/_config.yml")
+        out = NOTEBOOKS / f"{path.stem}.ipynb"
+        if not out.exists():
+            problems.append(f"{out.relative_to(ROOT)}: missing")
+        elif out.read_text() != notebook_json(path):
+            problems.append(f"{out.relative_to(ROOT)}: differs from {path.relative_to(ROOT)}")
+    expected = {f"{p.stem}.ipynb" for p in chapter_paths()}
+    problems += [f"notebooks/{p.name}: no chapter of that name" for p in NOTEBOOKS.glob("*.ipynb") if p.name not in expected]
+    return problems
+
+
+def execute_chapter(path: Path, *, timeout: int = 600, env: dict | None = None):
+    """Run a chapter top to bottom in a fresh kernel, as the book build does.
+
+    Returns (executed notebook, seconds). A failing cell or assert raises
+    ``nbclient.exceptions.CellExecutionError`` naming the cell.
+    """
+    import jupytext
+    import nbclient
+
+    nb = jupytext.read(path, fmt="md:myst")
+    old = {k: os.environ.get(k) for k in (env or {})}
+    os.environ.update({k: str(v) for k, v in (env or {}).items()})
+    try:
+        client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                                         resources={"metadata": {"path": str(path.parent)}},
+                                         store_widget_state=True)
+        start = time.perf_counter()
+        client.execute()
+        return nb, time.perf_counter() - start
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _jupyter_book(source: Path, config: Path, toc: Path, output: Path, env: dict) -> None:
+    cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(source), "--config", str(config),
+           "--toc", str(toc), "--path-output", str(output), "--builder", "html"]
+    subprocess.run(cmd, check=True, env={**os.environ, **env}, cwd=source)
+
+
+def build(*, executed: Path | None = None, output: Path = BUILD.parent) -> Path:
+    """Build the site into ``output/_build/html`` and return that folder.
+
+    Without ``executed`` every chapter is executed by Jupyter Book (the default scale unless
+    RLHF_LAB_SCALE says otherwise) and a failing cell fails the build. With ``executed``, a
+    folder of already executed chapter notebooks (as the chapter tests write them), the site is
+    built from those outputs without executing anything again.
+    """
+    env = {"RLHF_LAB_STATIC": "1"}
+    if executed is None:
+        _jupyter_book(ROOT, CONFIG, TOC, output, env)
+        return output / "_build" / "html"
+    with tempfile.TemporaryDirectory(prefix="rlhf_lab_book_") as tmp:
+        src = Path(tmp)
+        shutil.copytree(ROOT / "book", src / "book", ignore=shutil.ignore_patterns("_build"))
+        shutil.copy(TOC, src / "_toc.yml")
+        (src / "chapters").mkdir()
+        for path in chapter_paths():
+            nb = executed / f"{path.stem}.ipynb"
+            if not nb.exists():
+                raise FileNotFoundError(f"no executed notebook for {path.name} in {executed}")
+            shutil.copy(nb, src / "chapters" / nb.name)
+        config = _yaml(CONFIG)
+        config["execute"]["execute_notebooks"] = "off"
+        (src / "book" / "_config.yml").write_text(json.dumps(config))  # JSON is valid YAML
+        _jupyter_book(src, src / "book" / "_config.yml", src / "_toc.yml", src, env)
+        html = output / "_build" / "html"
+        if html.exists():
+            shutil.rmtree(html)
+        shutil.copytree(src / "_build" / "html", html)
+        return html
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rlhf_lab.book", description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["build", "notebooks", "check"])
+    args = parser.parse_args(argv)
+    if args.command == "build":
+        html = build()
+        print(f"built {html / 'index.html'}")
+    elif args.command == "notebooks":
+        for p in sync_notebooks():
+            print(f"wrote {p.relative_to(ROOT)}")
+    else:
+        problems = drift()
+        for p in problems:
+            print(p)
+        return 1 if problems else 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

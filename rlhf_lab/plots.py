@@ -1,0 +1,153 @@
+"""Plotly figures for the chapters: consistent colours, labelled axes, titles that state findings.
+
+Presentation only: every function takes numbers computed elsewhere and returns a
+``plotly.graph_objects.Figure``. Introduced in chapter 00.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import plotly.graph_objects as go
+import plotly.io as pio
+
+# One colour per method, the same in every chapter.
+COLORS = {
+    "reference": "#7f7f7f",
+    "optimum": "#000000",
+    "true": "#000000",
+    "fitted": "#1f77b4",
+    "reinforce": "#1f77b4",
+    "a2c": "#17becf",
+    "ppo": "#d62728",
+    "best_of_n": "#9467bd",
+    "dpo": "#2ca02c",
+    "simpo": "#bcbd22",
+    "grpo": "#ff7f0e",
+    "gold": "#2ca02c",
+    "proxy": "#d62728",
+}
+
+# Jupyter Book 1 shows plotly ≥ 6 figures only with this renderer: the plotly mimetype for
+# JupyterLab, plus HTML that loads plotly.js from its CDN for the static site and Colab.
+RENDERER = "plotly_mimetype+notebook_connected"
+
+
+def setup(renderer: str = RENDERER) -> None:
+    """Make figures visible in JupyterLab, Colab and the built book (call once per chapter)."""
+    pio.renderers.default = renderer
+    pio.templates.default = "plotly_white"
+
+
+def _layout(fig: go.Figure, title: str, xaxis: str, yaxis: str, height: int = 420) -> go.Figure:
+    if not title or not xaxis or not yaxis:
+        raise ValueError("every figure needs a title, an x-axis label and a y-axis label")
+    fig.update_layout(title=title, xaxis_title=xaxis, yaxis_title=yaxis, height=height,
+                      margin=dict(l=60, r=20, t=60, b=60), legend=dict(orientation="h", y=-0.2))
+    return fig
+
+
+def lines(
+    x: Sequence[float],
+    ys: dict[str, Sequence[float]],
+    *,
+    title: str,
+    xaxis: str,
+    yaxis: str,
+    log_x: bool = False,
+    log_y: bool = False,
+    colors: dict[str, str] | None = None,
+    mode: str = "lines+markers",
+) -> go.Figure:
+    """One line per entry of ``ys`` against a shared ``x``."""
+    colors = {**COLORS, **(colors or {})}
+    fig = go.Figure()
+    for name, y in ys.items():
+        fig.add_trace(go.Scatter(x=list(x), y=list(y), name=name, mode=mode,
+                                 line=dict(color=colors.get(name))))
+    _layout(fig, title, xaxis, yaxis)
+    if log_x:
+        fig.update_xaxes(type="log")
+    if log_y:
+        fig.update_yaxes(type="log")
+    return fig
+
+
+def bars(
+    categories: Sequence[str],
+    values: dict[str, Sequence[float]],
+    *,
+    title: str,
+    xaxis: str,
+    yaxis: str,
+    colors: dict[str, str] | None = None,
+) -> go.Figure:
+    """Grouped bars: one group per category, one bar per entry of ``values``."""
+    colors = {**COLORS, **(colors or {})}
+    fig = go.Figure([go.Bar(x=list(categories), y=list(v), name=name, marker_color=colors.get(name))
+                     for name, v in values.items()])
+    fig.update_layout(barmode="group")
+    return _layout(fig, title, xaxis, yaxis)
+
+
+def heatmap(
+    matrix, labels: Sequence[str], *, title: str, xaxis: str, yaxis: str, colorbar: str, fmt: str = ".2f"
+) -> go.Figure:
+    """A square matrix with its values written in the cells (rows = y, columns = x)."""
+    z = [[float(v) for v in row] for row in matrix]
+    fig = go.Figure(go.Heatmap(z=z, x=list(labels), y=list(labels), colorscale="RdBu", zmid=0.5,
+                               text=[[format(v, fmt) for v in row] for row in z], texttemplate="%{text}",
+                               colorbar=dict(title=colorbar)))
+    fig.update_yaxes(autorange="reversed")
+    return _layout(fig, title, xaxis, yaxis, height=460)
+
+
+def slider_figure(
+    values: Sequence,
+    make_traces: Callable[[object], list[go.BaseTraceType]],
+    *,
+    title: str,
+    xaxis: str,
+    yaxis: str,
+    slider_label: str,
+    active: int | None = None,
+    fixed_traces: Sequence[go.BaseTraceType] = (),
+    yrange: Sequence[float] | None = None,
+) -> go.Figure:
+    """The static face of a scan: one set of traces per value, a baked plotly slider between them.
+
+    Works without a kernel (in the built book), because every value's traces are in the figure
+    and the slider only toggles their visibility. ``fixed_traces`` stay visible throughout.
+    """
+    if len(values) == 0:
+        raise ValueError("values must contain at least one value to scan")
+    fig = go.Figure()
+    for tr in fixed_traces:
+        fig.add_trace(tr)
+    n_fixed = len(fixed_traces)
+    groups = []
+    for v in values:
+        traces = make_traces(v)
+        start = len(fig.data)
+        for tr in traces:
+            fig.add_trace(tr)
+        groups.append(range(start, len(fig.data)))
+    active = len(values) - 1 if active is None else active
+    steps = []
+    for k, (v, idx) in enumerate(zip(values, groups)):
+        visible = [True] * n_fixed + [False] * (len(fig.data) - n_fixed)
+        for t in idx:
+            visible[t] = True
+        steps.append(dict(method="update", label=str(v), args=[{"visible": visible}]))
+        if k == active:
+            for t in range(n_fixed, len(fig.data)):
+                fig.data[t].visible = t in idx
+    fig.update_layout(sliders=[dict(active=active, currentvalue=dict(prefix=f"{slider_label} = "),
+                                    pad=dict(t=50), steps=steps)])
+    _layout(fig, title, xaxis, yaxis, height=520)
+    # the slider sits under the plot, so the legend goes above it
+    fig.update_layout(legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
+                      margin=dict(t=90))
+    if yrange is not None:
+        fig.update_yaxes(range=list(yrange))
+    return fig

@@ -1,0 +1,94 @@
+"""Scans with two faces: live (an ipywidgets slider that recomputes) and static (a baked figure).
+
+In JupyterLab or Colab a scan is live: moving the slider calls the chapter's function again and
+replaces the figure in place through a display handle (which works in both front-ends, unlike
+FigureWidget). When a chapter is executed to build the book (``RLHF_LAB_STATIC=1``, set by
+``python -m rlhf_lab.book``) there is no kernel behind the page, so the scan shows one plotly
+figure with a baked slider instead, every value precomputed. Introduced in chapter 01.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+
+import plotly.graph_objects as go
+
+from rlhf_lab import plots
+
+STATIC_ENV = "RLHF_LAB_STATIC"
+
+
+def is_static() -> bool:
+    """True while executing for the static site (no kernel will be behind the page)."""
+    return os.environ.get(STATIC_ENV, "").strip().lower() in {"1", "true", "yes"}
+
+
+def live_scan(
+    values: Sequence,
+    make_figure: Callable[[object], go.Figure],
+    *,
+    description: str,
+    value=None,
+):
+    """A slider over ``values``; each move redraws ``make_figure(value)`` in place.
+
+    Returns the ipywidgets slider; the figure is displayed under it with a display handle.
+    """
+    import ipywidgets as widgets
+    from IPython.display import DisplayHandle, display
+
+    if len(values) == 0:
+        raise ValueError("values must contain at least one value to scan")
+    options = [(str(v), v) for v in values]
+    start = values[-1] if value is None else value
+    slider = widgets.SelectionSlider(options=options, value=start, description=description,
+                                     continuous_update=False, style={"description_width": "initial"},
+                                     layout=widgets.Layout(width="60%"))
+    display(slider)
+    handle = DisplayHandle()
+    handle.display(make_figure(start))
+
+    def redraw(change) -> None:
+        handle.update(make_figure(change["new"]))
+
+    slider.observe(redraw, names="value")
+    slider.handle = handle  # so a test (or a curious student) can reach the figure
+    return slider
+
+
+def scan(
+    values: Sequence,
+    make_traces: Callable[[object], list],
+    *,
+    title: Callable[[object], str] | str,
+    xaxis: str,
+    yaxis: str,
+    slider_label: str,
+    fixed_traces: Sequence = (),
+    yrange: Sequence[float] | None = None,
+    static: bool | None = None,
+):
+    """Show a scan: live in a kernel with a front-end, baked when building the book.
+
+    ``make_traces(v)`` returns the traces for one value; ``title`` may depend on it. Displays
+    itself; returns the slider widget (live) or the figure (static) for tests to inspect.
+    """
+    static = is_static() if static is None else static
+    if static:
+        from IPython.display import display
+
+        fig = plots.slider_figure(values, make_traces, title=title if isinstance(title, str) else title(values[-1]),
+                                  xaxis=xaxis, yaxis=yaxis, slider_label=slider_label,
+                                  fixed_traces=fixed_traces, yrange=yrange)
+        display(fig)
+        return fig
+
+    def make_figure(v) -> go.Figure:
+        fig = go.Figure([*fixed_traces, *make_traces(v)])
+        plots._layout(fig, title if isinstance(title, str) else title(v), xaxis, yaxis)
+        if yrange is not None:
+            fig.update_yaxes(range=list(yrange))
+        return fig
+
+    return live_scan(values, make_figure, description=slider_label)

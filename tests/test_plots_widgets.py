@@ -1,0 +1,50 @@
+import plotly.graph_objects as go
+import pytest
+
+from rlhf_lab import plots, widgets
+
+
+def _traces(v):
+    return [go.Scatter(x=[0, 1], y=[v, 2 * v], name=f"v={v}")]
+
+
+def test_slider_figure_bakes_one_step_per_value():
+    fixed = [go.Scatter(x=[0, 1], y=[0, 0], name="fixed")]
+    fig = plots.slider_figure([1, 2, 3], _traces, title="t", xaxis="x", yaxis="y", slider_label="v",
+                              fixed_traces=fixed)
+    steps = fig.layout.sliders[0].steps
+    assert [s.label for s in steps] == ["1", "2", "3"]
+    assert len(fig.data) == 4
+    # step k shows the fixed trace and exactly the k-th value's trace
+    assert steps[0].args[0]["visible"] == [True, True, False, False]
+    assert steps[2].args[0]["visible"] == [True, False, False, True]
+    assert [t.visible for t in fig.data[1:]] == [False, False, True]  # the last value is active
+    assert fig.layout.xaxis.title.text == "x" and fig.layout.title.text == "t"
+
+
+def test_figures_require_labels():
+    with pytest.raises(ValueError, match="title"):
+        plots.lines([1], {"a": [1]}, title="", xaxis="x", yaxis="y")
+
+
+def test_static_scan_displays_the_baked_figure(monkeypatch):
+    monkeypatch.setenv(widgets.STATIC_ENV, "1")
+    fig = widgets.scan([1, 2], _traces, title="t", xaxis="x", yaxis="y", slider_label="v")
+    assert isinstance(fig, go.Figure) and len(fig.layout.sliders[0].steps) == 2
+
+
+def test_live_scan_redraws_when_the_slider_moves(monkeypatch):
+    monkeypatch.delenv(widgets.STATIC_ENV, raising=False)
+    calls = []
+
+    def make_traces(v):
+        calls.append(v)
+        return _traces(v)
+
+    slider = widgets.scan([1, 2, 3], make_traces, title=lambda v: f"value {v}", xaxis="x", yaxis="y",
+                          slider_label="v")
+    assert calls == [3]
+    slider.value = 1
+    assert calls == [3, 1]
+    slider.value = 2
+    assert calls == [3, 1, 2]
