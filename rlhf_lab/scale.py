@@ -76,7 +76,7 @@ _PRESETS: dict[str, dict] = {
     ),
     "cpu": dict(
         bandit_arms=8, bt_comparisons=(25, 100, 400, 1600, 6400, 25600),
-        reviews_topics=4, reviews_words=4, reviews_max_new_tokens=5, reviews_enumerable=True,
+        reviews_topics=4, reviews_words=4, reviews_max_new_tokens=4, reviews_enumerable=True,
         arithmetic_max_operand=19,
         n_layer=2, n_head=4, n_embd=128, pretrain_steps=1000, pretrain_batch_size=128,
         corpus_size=20000, preference_pairs=6000, rm_epochs=3,
