@@ -1,0 +1,54 @@
+import math
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from rlhf_lab.algos import loop
+from rlhf_lab.exact import Enumeration
+from rlhf_lab.history import History
+from rlhf_lab.worlds.reviews import ReviewsWorld
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    world = ReviewsWorld(n_topics=2, words_per_class=1, max_new_tokens=3)
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(world.vocab), n_layer=1, n_head=1, n_embd=16, n_positions=16))
+    return world, model.eval()
+
+
+def test_evaluator_is_exact_and_zero_kl_for_the_reference(tiny):
+    world, ref = tiny
+    ev = loop.ExactEvaluator(world, ref)
+    m = ev(ref)
+    enum = Enumeration(world)
+    p = enum.logprobs(ref).exp()
+    assert m["kl/exact"] == pytest.approx(0.0, abs=1e-12)
+    assert m["reward/gold"] == pytest.approx(float((p * enum.gold).sum(1).mean()), rel=1e-9)
+    assert "reward/proxy" not in m
+
+
+def test_evaluator_sees_training(tiny):
+    world, ref = tiny
+    policy = loop.trainable_copy(ref)
+    assert policy is not ref and policy.training and not ref.training
+    with torch.no_grad():
+        policy.lm_head.weight.add_(0.5)  # tied to the embedding: changes every logit
+    proxy = torch.ones(len(world.prompts), len(world.enumerate_completions()), dtype=torch.float64)
+    m = loop.ExactEvaluator(world, ref, proxy=proxy)(policy)
+    assert m["kl/exact"] > 0 and m["reward/proxy"] == pytest.approx(1.0)
+
+
+def test_nan_loss_names_the_step_and_last_finite_metrics():
+    h = History()
+    h.log(3, {"reward/gold": 0.25, "loss/policy": 1.0})
+    loop.check_finite(4, torch.tensor(0.5), h)
+    with pytest.raises(FloatingPointError, match=r"at step 7.*reward/gold.*0\.25"):
+        loop.check_finite(7, torch.tensor(math.nan), h)
+
+
+def test_non_enumerable_world_is_refused():
+    world = ReviewsWorld(n_topics=2, words_per_class=1, max_new_tokens=3, enumerable=False)
+    with pytest.raises(ValueError, match="not enumerable"):
+        loop.ExactEvaluator(world, torch.nn.Linear(1, 1))
