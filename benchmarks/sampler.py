@@ -1,0 +1,87 @@
+"""Our sampler (rlhf_lab.rollout.sample) against transformers' ``model.generate``.
+
+Both sample from the same tiny reference model, at the same batch size and max_new_tokens,
+restricted to the same completion vocabulary (``suppress_tokens`` for generate) and stopping
+at EOS. After a warm-up the two are timed in alternation, several repetitions each, in one run;
+the script prints tokens/s of each (generated tokens, EOS included, padding excluded), the
+medians and their ratio.
+
+    RLHF_LAB_SCALE=ci python benchmarks/sampler.py [--batch 256] [--reps 7] [--threads 1]
+
+Measured on the 2-core CI machine (shared with other jobs), reviews world, batch 256, one torch
+thread: ci scale 1.8–2.3× (≈170k vs ≈76k tokens/s), cpu scale 2.6×. Where the time goes and
+what the sampler does about it is in rlhf_lab/rollout.py's docstring.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+
+def main() -> None:
+    from rlhf_lab.models import pretrain_reference
+    from rlhf_lab.rollout import sample
+    from rlhf_lab.scale import get_scale
+    from rlhf_lab.worlds.reviews import ReviewsWorld
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="default: the world's")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: leave torch's default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    scale = get_scale()
+    world = ReviewsWorld.from_scale(scale)
+    model, tokenizer = pretrain_reference(world, scale, progress=False)
+    device = next(model.parameters()).device
+    max_new = args.max_new_tokens or world.max_new_tokens
+    prompts = [world.prompts[i % len(world.prompts)] for i in range(args.batch)]
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left").to(device)
+    banned = [i for i, ok in enumerate(world.allowed_mask().tolist()) if not ok]
+    gen = torch.Generator(device=device).manual_seed(0)
+
+    def ours() -> int:
+        rollout = sample(model, world, prompts, max_new_tokens=max_new, generator=gen)
+        return int(rollout.completion_mask.sum())
+
+    def hf_generate() -> int:
+        with torch.no_grad():
+            out = model.generate(**enc, do_sample=True, max_new_tokens=max_new, suppress_tokens=banned,
+                                 eos_token_id=world.eos_id, pad_token_id=world.pad_id, top_k=0, top_p=1.0)
+        new = out[:, enc["input_ids"].shape[1]:]
+        ended = (new == world.eos_id).cumsum(1)  # tokens up to and including the first EOS count
+        return int(((ended == 0) | ((ended == 1) & (new == world.eos_id))).sum())
+
+    def timed(fn) -> tuple[float, int]:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        n = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start, n
+
+    for fn in (ours, hf_generate, ours, hf_generate):  # warm-up
+        fn()
+    rates: dict[str, list[float]] = {"ours": [], "generate": []}
+    for _ in range(args.reps):
+        for name, fn in (("ours", ours), ("generate", hf_generate)):
+            seconds, n = timed(fn)
+            rates[name].append(n / seconds)
+    print(f"world={world.name} scale={scale.name} device={device} threads={torch.get_num_threads()} "
+          f"batch={args.batch} max_new_tokens={max_new} params={sum(p.numel() for p in model.parameters()):,}")
+    for name, values in rates.items():
+        print(f"{name:>9}: median {statistics.median(values):>12,.0f} tokens/s   "
+              f"(reps: {', '.join(f'{v:,.0f}' for v in values)})")
+    print(f"ratio ours/generate: {statistics.median(rates['ours']) / statistics.median(rates['generate']):.2f}x")
+
+
+if __name__ == "__main__":
+    main()
