@@ -39,3 +39,18 @@ def test_chapter_executes(path):
     assert n_asserts > 0, f"{path.name} asserts nothing: which of its claims does executing it check?"
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors
+
+
+@pytest.mark.chapter
+def test_live_scan_widget_state_is_saved():
+    """Executed live (not for the static site), a scan's slider is a real widget whose state is
+    stored in the notebook, as Jupyter Book and JupyterLab need to show it without a kernel."""
+    path = next(p for p in CHAPTERS if p.stem == "01_preferences")
+    nb, _ = book.execute_chapter(path, timeout=600, env={"RLHF_LAB_SCALE": os.environ.get("RLHF_LAB_SCALE", "ci"),
+                                                        "RLHF_LAB_STATIC": "0"})
+    state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    sliders = [s for s in state.values() if s["model_name"] == "SelectionSliderModel"]
+    assert sliders and sliders[0]["state"]["description"] == "comparisons n"
+    views = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+             if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert views, "the slider's view was not saved in the outputs"
