@@ -41,8 +41,13 @@ book: $(STAMP)
 notebooks: $(STAMP)
 	$(BIN)/python -m rlhf_lab.book notebooks
 
+# MyST chapters open as notebooks (jupytext) by default, not as Markdown text
+LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.json
+LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root,)
 lab: $(STAMP)
-	$(BIN)/jupyter lab chapters/
+	mkdir -p $(dir $(LAB_OVERRIDES))
+	echo '{"@jupyterlab/docmanager-extension:plugin": {"defaultViewers": {"markdown": "Jupytext Notebook", "myst": "Jupytext Notebook"}}}' > $(LAB_OVERRIDES)
+	$(BIN)/jupyter lab $(LAB_ARGS) chapters/
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/sampler.py
