@@ -189,3 +189,56 @@ def normalise_rewards(rm, tokenizer, texts: list[str], batch_size: int = 256) ->
     rm.reward_mean.fill_(mean)
     rm.reward_std.fill_(std)
     return mean, std
+
+
+def label_ceiling(chosen_gold: torch.Tensor, rejected_gold: torch.Tensor, label_noise: float) -> float:
+    """The best held-out accuracy any reward model can expect on labels drawn with noise τ.
+
+    A labeller who prefers a with probability σ((r_a − r_b)/τ) (``data.preference_dataset``)
+    disagrees with the gold ordering on some pairs, and no model can predict a coin flip. The
+    Bayes classifier picks the gold-better completion and is right with probability
+
+        ceiling = mean over pairs of max(σ(Δ/τ), 1 − σ(Δ/τ)),   Δ = r(y_w) − r(y_l)
+
+    which depends on |Δ| only, so it is the same whichever completion the label chose.
+
+    Args:
+        chosen_gold: gold rewards of the chosen completions.
+        rejected_gold: gold rewards of the rejected completions.
+        label_noise: τ ≥ 0, the Bradley–Terry temperature of the labels (0: noiseless, ties ½).
+
+    Shape:
+        chosen_gold: (B,), introduced in chapter 05.
+        rejected_gold: (B,), introduced in chapter 05.
+
+    Returns:
+        The expected accuracy of the Bayes classifier, in [½, 1].
+    """
+    chosen_gold = torch.as_tensor(chosen_gold, dtype=torch.float64)
+    rejected_gold = torch.as_tensor(rejected_gold, dtype=torch.float64)
+    if chosen_gold.ndim != 1 or chosen_gold.shape != rejected_gold.shape or chosen_gold.numel() == 0:
+        raise ValueError(
+            "chosen_gold and rejected_gold must both have shape (B,) with B ≥ 1, "
+            f"got {tuple(chosen_gold.shape)} and {tuple(rejected_gold.shape)}"
+        )
+    if not label_noise >= 0:
+        raise ValueError(f"label_noise must be ≥ 0 (τ, the Bradley–Terry temperature), got {label_noise}")
+    gap = (chosen_gold - rejected_gold).abs()
+    # (eq-label-ceiling); at τ = 0 a tie is a coin flip and any other pair is certain
+    right = torch.sigmoid(gap / label_noise) if label_noise > 0 else torch.where(gap > 0, 1.0, 0.5)
+    return float(right.double().mean())
+
+
+@torch.no_grad()
+def enumerated_rewards(rm, tokenizer, enumeration, batch_size: int = 1024) -> torch.Tensor:
+    """The reward model's score of every (prompt, completion) of an ``exact.Enumeration``.
+
+    The proxy table the exact metrics need: pass it as ``proxy`` to ``ExactEvaluator`` or
+    ``Enumeration.metrics``, or look rewards up in it instead of running the model again.
+
+    Returns:
+        float64 tensor (P, K) in the enumeration's order, on the CPU.
+    """
+    texts = [f"{x} {y}" for x in enumeration.prompts for y in enumeration.completions]
+    scores = rm.score_texts(texts, tokenizer, batch_size=batch_size)
+    return scores.double().view(enumeration.shape)

@@ -1,0 +1,121 @@
+"""GRPOConfig validation and train_grpo: learning, the sampled-metrics path, the NaN guard."""
+
+import math
+
+import pytest
+import torch
+
+from rlhf_lab import get_scale
+from rlhf_lab.algos import grpo
+from rlhf_lab.algos.grpo import GRPOConfig, pass_at_k, train_grpo
+from rlhf_lab.exact import Enumeration
+from rlhf_lab.models import pretrain_reference
+from rlhf_lab.worlds.arithmetic import ArithmeticWorld
+
+TINY = dict(n_layer=1, n_head=2, n_embd=32, pretrain_steps=150, pretrain_batch_size=64, corpus_size=2000)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """Sums up to 3 + 3 (16 prompts, 111 completions) and a one-layer π_ref trained on them."""
+    world = ArithmeticWorld(max_operand=3)
+    ref, _ = pretrain_reference(world, get_scale("ci").replace(**TINY), progress=False)
+    return world, ref
+
+
+def config(**changes) -> GRPOConfig:
+    return GRPOConfig(**{"steps": 3, "prompts_per_step": 4, "group_size": 4, "progress": False, **changes})
+
+
+@pytest.mark.parametrize("field, value, allowed", [
+    ("group_size", 1, ">= 2"), ("prompts_per_step", 0, ">= 1"), ("steps", 0, ">= 1"),
+    ("lr", 0.0, "> 0"), ("lr", math.nan, "> 0"), ("updates_per_batch", 0, ">= 1"),
+    ("eps_low", 0.0, "in (0, 1)"), ("eps_low", 1.0, "in (0, 1)"), ("eps_high", 0.0, "> 0 or None"),
+    ("beta", -0.01, ">= 0"), ("kl_placement", "advantage", "one of"), ("loss_type", "ppo", "one of"),
+    ("scale_rewards", "std", "one of"), ("temperature", 0.0, "> 0"), ("max_grad_norm", 0.0, "> 0"),
+    ("eval_every", 0, ">= 1"),
+])
+def test_config_rejects_bad_values(field, value, allowed):
+    with pytest.raises(ValueError, match=rf"GRPOConfig\.{field} must be {__import__('re').escape(allowed)}"):
+        GRPOConfig(**{field: value})
+
+
+def test_config_defaults_are_valid_and_clip_higher_is_accepted():
+    assert GRPOConfig().group_size == 8
+    assert GRPOConfig(eps_low=0.2, eps_high=0.28, kl_placement="reward", beta=0.04).eps_high == 0.28
+
+
+def test_pass_at_k_by_hand():
+    gold = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    logp = torch.tensor([[0.5, 0.25, 0.25], [0.4, 0.2, 0.4]]).log()
+    # p = (0.5, 0.2): pass@1 = 0.35, pass@2 = ((1 − 0.25) + (1 − 0.64)) / 2
+    assert pass_at_k(logp, gold, 1) == pytest.approx(0.35)
+    assert pass_at_k(logp, gold, 2) == pytest.approx((0.75 + 0.36) / 2)
+
+
+def test_grpo_raises_pass_at_1_and_leaves_the_reference_alone(tiny):
+    world, ref = tiny
+    before = {k: v.clone() for k, v in ref.state_dict().items()}
+    calls = []
+    h = train_grpo(ref, world, config(steps=30, prompts_per_step=16, group_size=8, lr=1e-3, eval_every=10),
+                   callback=lambda step, metrics, history: calls.append(step))
+    print("pass@1:", [round(v, 3) for v in h["pass@1"]], "KL:", [round(v, 3) for v in h["kl/exact"]])
+    assert h.steps("pass@1") == [0, 10, 20, 30]
+    assert h["pass@1"][-1] > h["pass@1"][0] + 0.1
+    assert h["pass@1"][0] == pytest.approx(h["reward/gold"][0])
+    assert h["kl/exact"][0] == pytest.approx(0.0, abs=1e-9) and h["kl/exact"][-1] > 0
+    assert h.policy is not ref and all(torch.equal(before[k], v) for k, v in ref.state_dict().items())
+    assert len(calls) == 30 + 4  # every batch and every evaluation
+    for key in ("stats/frac_reward_zero_std", "stats/entropy", "stats/clip_ratio/low",
+                "stats/clip_ratio/high", "stats/completion_length", "reward/mean", "loss/policy"):
+        assert len(h[key]) == 30, key
+
+
+def test_non_enumerable_world_is_measured_by_sampling(tiny):
+    world, ref = tiny
+    hidden = ArithmeticWorld(max_operand=3, enumerable=False)
+    h = train_grpo(ref, hidden, config(steps=2, prompts_per_step=16, group_size=16))
+    assert "kl/exact" not in h and "pass@1" not in h
+    # before the first update π = π_ref: the k3 estimate is 0 and the chain-rule entropy
+    # estimate is close to the exact entropy of the (enumerable) twin world
+    assert h["kl/sampled"][0] == pytest.approx(0.0, abs=1e-5)
+    enum = Enumeration(world)
+    exact = enum.metrics(enum.logprobs(ref))["entropy/exact"]
+    assert h["entropy/sampled"][0] == pytest.approx(exact, rel=0.15)
+    assert h["kl/sampled"][1] > 0
+
+
+def test_nan_loss_stops_training_naming_the_step(tiny):
+    world, ref = tiny
+
+    def broken(prompts, completions):
+        return torch.full((len(prompts),), math.nan)
+
+    with pytest.raises(FloatingPointError, match="at step 0"):
+        train_grpo(ref, world, config(), reward_fn=broken)
+
+
+def test_equal_rewards_give_no_update_when_dropped(tiny):
+    world, ref = tiny
+
+    def constant(prompts, completions):
+        return torch.ones(len(prompts))
+
+    h = train_grpo(ref, world, config(drop_zero_std=True), reward_fn=constant)
+    assert h["stats/frac_reward_zero_std"] == [1.0, 1.0, 1.0]
+    assert "loss/policy" not in h
+    assert all(torch.equal(a, b) for a, b in zip(h.policy.parameters(), ref.parameters()))
+    # with the KL in the reward, the same batch still has signal: −β·k1 differs across samples
+    h = train_grpo(ref, world, config(steps=2, beta=0.5, kl_placement="reward"), reward_fn=constant)
+    assert h["stats/frac_reward_zero_std"][1] == 1.0 and h["kl/exact"][-1] > 0
+
+
+@pytest.mark.parametrize("changes", [dict(loss_type="dr_grpo", scale_rewards="none"),
+                                     dict(loss_type="dapo", eps_high=0.28, drop_zero_std=True),
+                                     dict(beta=0.1, kl_placement="loss")])
+def test_variants_run_and_log_finite_metrics(tiny, changes):
+    world, ref = tiny
+    h = train_grpo(ref, world, config(**changes))
+    assert all(math.isfinite(v) for key in h for v in h[key])
+    assert 0.0 <= min(h["stats/clip_ratio/high"]) and max(h["stats/clip_ratio/high"]) <= 1.0
+    assert grpo.PASS_K[0] == 1 and "pass@1" in h
