@@ -51,6 +51,14 @@ class Scale:
     rollout_batch_size: int
     seed: int = 0
 
+    def exact(self) -> "Scale":
+        """The preset for a chapter's exact (enumerated) sections: this one where its worlds are
+        enumerable (ci, cpu); at gpu, cpu's sizes on this preset's device. Chapters 08–09 run their
+        exact sections at ``scale.exact()`` and their full-size sections at ``scale``."""
+        if self.reviews_enumerable:
+            return self
+        return dataclasses.replace(get_scale("cpu"), device=self.device)
+
     def replace(self, **changes) -> "Scale":
         """A copy with some fields changed (for experiments in a chapter)."""
         return dataclasses.replace(self, **changes)

@@ -75,7 +75,13 @@ def test_non_enumerable_world_is_measured_by_sampling(tiny):
     world, ref = tiny
     hidden = ArithmeticWorld(max_operand=3, enumerable=False)
     h = train_grpo(ref, hidden, config(steps=2, prompts_per_step=16, group_size=16))
-    assert "kl/exact" not in h and "pass@1" not in h
+    assert "kl/exact" not in h and "entropy/exact" not in h
+    # a SampledEvaluator stands in for the exact one: its pass@1 at step 0 (π = π_ref) agrees
+    # with the exact pass@1 of the enumerable twin world within 4 standard errors
+    twin = Enumeration(world)
+    exact_pass = pass_at_k(twin.logprobs(ref), twin.gold, 1)
+    assert abs(h["pass@1"][0] - exact_pass) < 4 * h["pass@1_se"][0]
+    assert h["kl/estimate"][0] == pytest.approx(0.0, abs=1e-5)
     # before the first update π = π_ref: the k3 estimate is 0 and the chain-rule entropy
     # estimate is close to the exact entropy of the (enumerable) twin world
     assert h["kl/sampled"][0] == pytest.approx(0.0, abs=1e-5)

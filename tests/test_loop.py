@@ -52,3 +52,45 @@ def test_non_enumerable_world_is_refused():
     world = ReviewsWorld(n_topics=2, words_per_class=1, max_new_tokens=3, enumerable=False)
     with pytest.raises(ValueError, match="not enumerable"):
         loop.ExactEvaluator(world, torch.nn.Linear(1, 1))
+
+
+def _perturbed(model, seed=1):
+    import copy
+    pol = copy.deepcopy(model)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in pol.parameters():
+            p.add_(0.5 * torch.randn(p.shape, generator=gen))
+    return pol
+
+
+def test_sampled_evaluator_agrees_with_the_exact_one(tiny):
+    world, ref = tiny
+    pol = _perturbed(ref)
+    proxy_table = torch.arange(Enumeration(world).shape[1], dtype=torch.float64).expand(len(world.prompts), -1) / 10
+    enum = Enumeration(world)
+
+    def proxy_fn(prompts, completions):  # the table, looked up: same proxy for both evaluators
+        rows = torch.tensor([world.prompts.index(p) for p in prompts])
+        return proxy_table[rows, enum.index(completions)]
+
+    exact = loop.ExactEvaluator(world, ref, proxy=proxy_table.contiguous())(pol)
+    sampled = loop.SampledEvaluator(world, ref, proxy_fn=proxy_fn, samples=4000, seed=3)(pol)
+    for exact_key, key in [("reward/gold", "reward/gold"), ("reward/proxy", "reward/proxy"),
+                           ("kl/exact", "kl/estimate"), ("entropy/exact", "entropy/estimate")]:
+        se = sampled[f"{key}_se"]
+        assert 0 < se < 0.2, key
+        assert abs(sampled[key] - exact[exact_key]) < 4 * se, (key, sampled[key], exact[exact_key], se)
+    assert exact["kl/exact"] > 0.05  # the perturbation moved the policy: the KL check is not vacuous
+    # the reference against itself: every sampled KL term is exactly 0
+    assert loop.SampledEvaluator(world, ref, samples=64)(ref)["kl/estimate"] == pytest.approx(0.0, abs=1e-5)
+    # fixed seed: the same policy gets the same estimate
+    assert loop.SampledEvaluator(world, ref, samples=64)(pol) == loop.SampledEvaluator(world, ref, samples=64)(pol)
+
+
+def test_sampled_evaluator_rejects_bad_sizes(tiny):
+    world, ref = tiny
+    with pytest.raises(ValueError, match="samples"):
+        loop.SampledEvaluator(world, ref, samples=1)
+    with pytest.raises(ValueError, match="batch_size"):
+        loop.SampledEvaluator(world, ref, batch_size=0)

@@ -42,3 +42,12 @@ def test_replace_keeps_other_fields():
     s = get_scale("ci")
     t = s.replace(rl_steps=3)
     assert t.rl_steps == 3 and t.n_embd == s.n_embd
+
+
+def test_exact_sections_use_the_largest_enumerable_preset():
+    from rlhf_lab.scale import get_scale
+    assert get_scale("ci").exact() == get_scale("ci")
+    assert get_scale("cpu").exact() == get_scale("cpu")
+    gpu = get_scale("gpu")
+    exact = gpu.exact()
+    assert exact.name == "cpu" and exact.reviews_enumerable and exact.device == gpu.device

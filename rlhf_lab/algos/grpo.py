@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from rlhf_lab.algos.loop import Callback, ExactEvaluator, check_finite, progress, trainable_copy
+from rlhf_lab.algos.loop import Callback, ExactEvaluator, SampledEvaluator, check_finite, progress, trainable_copy
 from rlhf_lab.core import entropy_from_logits, kl_penalty, masked_mean
 from rlhf_lab.history import History
 from rlhf_lab.rollout import Rollout, completion_logits, completion_logprobs, sample
@@ -258,7 +258,7 @@ class GRPOConfig:
             dynamic sampling, without the resampling).
         temperature: τ > 0, sampling temperature; typical 0.7 … 1.0.
         max_grad_norm: gradient-norm clip, > 0; typical 1.0.
-        eval_every: exact evaluation every this many steps (≥ 1), on enumerable worlds.
+        eval_every: evaluation (exact, or sampled where not enumerable) every this many steps (≥ 1).
         seed: seeds the prompt order and the samples.
         progress: show a tqdm progress bar.
     """
@@ -327,8 +327,11 @@ def _select(rollout: Rollout, keep: Tensor) -> Rollout:
     )
 
 
-def _evaluate(policy: torch.nn.Module, evaluator: ExactEvaluator) -> dict[str, float]:
-    """Exact metrics, and exact pass@k when the gold reward is 0/1 (a verifiable world)."""
+def _evaluate(policy: torch.nn.Module, evaluator: ExactEvaluator | SampledEvaluator) -> dict[str, float]:
+    """Exact metrics, and exact pass@k when the gold reward is 0/1 (a verifiable world); or the
+    sampled estimates of a :class:`SampledEvaluator`."""
+    if not isinstance(evaluator, ExactEvaluator):
+        return evaluator(policy)
     logp = evaluator.enum.logprobs(policy)
     metrics = evaluator.enum.metrics(logp, evaluator.logp_ref, proxy=evaluator.proxy)
     gold = evaluator.enum.gold
@@ -345,7 +348,7 @@ def train_grpo(
     *,
     reward_fn: Callable[[list[str], list[str]], Tensor] | None = None,
     ref_policy: torch.nn.Module | None = None,
-    evaluator: ExactEvaluator | None = None,
+    evaluator: ExactEvaluator | SampledEvaluator | None = None,
 ) -> History:
     """Train a copy of ``policy`` with GRPO (chapter 08): sample groups, score, step.
 
@@ -354,8 +357,10 @@ def train_grpo(
     advantages (eq-grpo-adv); 4) μ gradient steps on :func:`grpo_loss`; 5) log. On an
     enumerable world the exact metrics of :class:`~rlhf_lab.algos.loop.ExactEvaluator` (and
     exact pass@k on a 0/1 reward) are logged at step 0 and every ``eval_every`` steps, at the
-    step s = number of updates made so far; elsewhere ``kl/sampled`` and ``entropy/sampled``
-    estimate them from the batch.
+    step s = number of updates made so far; elsewhere a
+    :class:`~rlhf_lab.algos.loop.SampledEvaluator` logs sampled estimates (``kl/estimate``,
+    ``entropy/estimate``, ``reward/gold``, ``reward/proxy``, ``pass@1``, each with ``_se``) on the
+    same schedule. Every step also logs the batch's own ``kl/sampled`` and ``entropy/sampled``.
 
     Args:
         policy: the starting policy; it is not modified (a copy is trained).
@@ -367,7 +372,8 @@ def train_grpo(
             model; default the world's gold reward.
         ref_policy: π_ref of the KL terms; default ``policy`` itself.
         evaluator: a prepared ``ExactEvaluator`` for ``ref_policy`` (saves enumerating again
-            across runs; pass one built with ``proxy=`` to log ``reward/proxy``).
+            across runs; pass one built with ``proxy=`` to log ``reward/proxy``), or a
+            ``SampledEvaluator`` (default on worlds that are not enumerable).
 
     Returns:
         The ``History``; the trained policy is ``history.policy``.
@@ -376,8 +382,9 @@ def train_grpo(
         FloatingPointError: the loss became NaN or infinite (names the step).
     """
     ref_policy = policy if ref_policy is None else ref_policy
-    if evaluator is None and world.enumerable:
-        evaluator = ExactEvaluator(world, ref_policy)
+    if evaluator is None:
+        evaluator = (ExactEvaluator(world, ref_policy) if world.enumerable
+                     else SampledEvaluator(world, ref_policy, proxy_fn=reward_fn))
     policy = trainable_copy(policy)
     opt = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=0.0)
     device = next(policy.parameters()).device
