@@ -259,8 +259,9 @@ class _ScalarHeadModel(nn.Module):
 
     @classmethod
     def from_policy(cls, policy: nn.Module):
-        """Start from a copy of ``policy``'s transformer (its LM head is dropped)."""
-        return cls(_backbone_from(policy))
+        """Start from a copy of ``policy``'s transformer (its LM head is dropped), on its device."""
+        device = next(policy.parameters()).device
+        return cls(_backbone_from(policy)).to(device)
 
     @classmethod
     def from_config(cls, config):

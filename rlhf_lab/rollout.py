@@ -251,7 +251,10 @@ def sample_ids(
         logprobs = torch.log_softmax(logits / temperature, dim=-1)[slot]  # (A, V)
         # Gumbel-max: argmax(log π + G) with G = −log(−log U), U ~ Uniform(0, 1), is an exact
         # draw from π, and cheaper than torch.multinomial. Each row draws its own noise.
-        uniform = torch.rand(logprobs.shape, generator=generator, device=device)
+        # A generator on another device (a CPU one while the policy is on CUDA) draws there and
+        # the noise moves over: the same seed gives the same samples on every device.
+        noise_device = generator.device if generator is not None else device
+        uniform = torch.rand(logprobs.shape, generator=generator, device=noise_device).to(device)
         gumbel = -uniform.clamp_(min=torch.finfo(uniform.dtype).tiny).log_().neg_().log_()
         token = (logprobs + gumbel).argmax(dim=-1)  # (A,)
         tokens[rows, t] = token
@@ -300,7 +303,8 @@ def sample(
         max_new_tokens: at most this many tokens per completion, EOS included
             (default: ``world.max_new_tokens``; required with a tokenizer).
         temperature: τ > 0; sampling is from softmax(logits / τ).
-        generator: a ``torch.Generator`` on the policy's device, for reproducible draws.
+        generator: a ``torch.Generator`` for reproducible draws; a CPU one also serves a CUDA policy
+            (the noise is drawn on the CPU and moved over, so the draws match across devices).
         batch_size: sample in chunks of this many prompts (default: all at once).
 
     Returns:

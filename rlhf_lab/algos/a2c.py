@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from rlhf_lab.algos.loop import Callback, ExactEvaluator, check_finite, progress, trainable_copy
+from rlhf_lab.algos.loop import Callback, ExactEvaluator, SampledEvaluator, check_finite, progress, trainable_copy
 from rlhf_lab.algos.reinforce import (RewardFn, RunLog, check_fields, make_evaluator, make_optimizer,
                                       prompt_batch)
 from rlhf_lab.core import entropy_from_logits, gae, kl_penalty, masked_mean, masked_whiten, token_logprobs
@@ -300,7 +300,7 @@ def train(
     *,
     reward_fn: RewardFn | None = None,
     ref_policy: torch.nn.Module | None = None,
-    evaluator: ExactEvaluator | None = None,
+    evaluator: ExactEvaluator | SampledEvaluator | None = None,
 ) -> History:
     """Train a copy of ``policy`` with A2C (chapter 03): rollout → advantages → one step → log.
 

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from rlhf_lab.algos.a2c import actor_critic_step, batch_metrics, collect
-from rlhf_lab.algos.loop import Callback, ExactEvaluator, check_finite, progress, trainable_copy
+from rlhf_lab.algos.loop import Callback, ExactEvaluator, SampledEvaluator, check_finite, progress, trainable_copy
 from rlhf_lab.algos.reinforce import (RewardFn, RunLog, check_fields, make_evaluator, make_optimizer,
                                       prompt_batch)
 from rlhf_lab.core import kl_penalty, masked_mean
@@ -239,7 +239,7 @@ def train(
     *,
     reward_fn: RewardFn | None = None,
     ref_policy: torch.nn.Module | None = None,
-    evaluator: ExactEvaluator | None = None,
+    evaluator: ExactEvaluator | SampledEvaluator | None = None,
 ) -> History:
     """Train a copy of ``policy`` with PPO (chapter 04): rollout → advantages → K epochs → log.
 

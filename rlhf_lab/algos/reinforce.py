@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from rlhf_lab.algos.loop import Callback, ExactEvaluator, check_finite, progress, trainable_copy
+from rlhf_lab.algos.loop import Callback, ExactEvaluator, SampledEvaluator, check_finite, progress, trainable_copy
 from rlhf_lab.core import entropy_from_logits, kl_penalty, masked_mean, token_logprobs
 from rlhf_lab.exact import Enumeration
 from rlhf_lab.history import History
@@ -119,12 +119,12 @@ def prompt_batch(world: TokenWorld, batch_size: int, generator: torch.Generator)
 
 def make_evaluator(
     world: TokenWorld, ref_policy: torch.nn.Module, reward_fn: RewardFn | None
-) -> ExactEvaluator | None:
+) -> ExactEvaluator | SampledEvaluator:
     """The exact evaluator of a run; with a ``reward_fn`` it also scores every completion once,
-    so the proxy's exact expectation is logged as ``reward/proxy``. None on a world too big to
-    enumerate."""
+    so the proxy's exact expectation is logged as ``reward/proxy``. On a world too big to
+    enumerate, a ``SampledEvaluator`` (estimates with standard errors) instead."""
     if not world.enumerable:
-        return None
+        return SampledEvaluator(world, ref_policy, proxy_fn=reward_fn)
     proxy = None
     if reward_fn is not None:
         enum = Enumeration(world)
@@ -149,7 +149,7 @@ class RunLog:
     metrics at step 0, every ``eval_every`` steps and at the last step.
     """
 
-    def __init__(self, evaluator: ExactEvaluator | None, eval_every: int, steps: int,
+    def __init__(self, evaluator: ExactEvaluator | SampledEvaluator | None, eval_every: int, steps: int,
                  callback: Callback | None) -> None:
         self.history = History()
         self.evaluator, self.eval_every, self.steps, self.callback = evaluator, eval_every, steps, callback
@@ -214,7 +214,7 @@ def train(
     *,
     reward_fn: RewardFn | None = None,
     ref_policy: torch.nn.Module | None = None,
-    evaluator: ExactEvaluator | None = None,
+    evaluator: ExactEvaluator | SampledEvaluator | None = None,
 ) -> History:
     """Train a copy of ``policy`` with REINFORCE (chapter 02): sample, score, one step, log.
 
@@ -232,7 +232,8 @@ def train(
         reward_fn: ``reward_fn(prompts, completions) -> Tensor (B,)``, e.g. a proxy reward
             model's scores; default the world's gold reward.
         ref_policy: π_ref of the KL; default ``policy`` itself.
-        evaluator: a prepared ``ExactEvaluator`` (saves enumerating again across runs).
+        evaluator: a prepared ``ExactEvaluator`` (saves enumerating again across runs), or a
+            ``SampledEvaluator`` (the default on a world too big to enumerate).
 
     Returns:
         The ``History``; the trained policy is ``history.policy``.
