@@ -8,6 +8,7 @@ import torch
 from rlhf_lab import get_scale
 from rlhf_lab.algos import grpo
 from rlhf_lab.algos.grpo import GRPOConfig, pass_at_k, train_grpo
+from rlhf_lab.algos.loop import SampledEvaluator
 from rlhf_lab.exact import Enumeration
 from rlhf_lab.models import pretrain_reference
 from rlhf_lab.worlds.arithmetic import ArithmeticWorld
@@ -89,6 +90,26 @@ def test_non_enumerable_world_is_measured_by_sampling(tiny):
     exact = enum.metrics(enum.logprobs(ref))["entropy/exact"]
     assert h["entropy/sampled"][0] == pytest.approx(exact, rel=0.15)
     assert h["kl/sampled"][1] > 0
+
+
+def test_grpo_gain_is_measured_by_sampling_as_in_chapter_08(tiny):
+    """The chapter's full-size section: a given SampledEvaluator is used on its schedule, and the
+    rise of sampled pass@1 (and the fall of the entropy) exceeds 3 combined standard errors."""
+    world, ref = tiny
+    hidden = ArithmeticWorld(max_operand=3, enumerable=False)
+    sampled = SampledEvaluator(hidden, ref, samples=1024)
+    h = train_grpo(ref, hidden, config(steps=30, prompts_per_step=16, group_size=8, lr=1e-3, eval_every=10),
+                   evaluator=sampled)
+    assert h.steps("pass@1") == h.steps("kl/estimate_se") == [0, 10, 20, 30]
+    assert "kl/exact" not in h
+
+    def change(key):
+        return h[key][-1] - h[key][0], math.hypot(h[f"{key}_se"][-1], h[f"{key}_se"][0])
+
+    print({key: [round(v, 3) for v in h[key]] for key in ("pass@1", "entropy/estimate", "kl/estimate")})
+    assert change("pass@1")[0] > 3 * change("pass@1")[1]
+    assert -change("entropy/estimate")[0] > 3 * change("entropy/estimate")[1]
+    assert h["kl/estimate"][-1] > 3 * h["kl/estimate_se"][-1]
 
 
 def test_nan_loss_stops_training_naming_the_step(tiny):
