@@ -39,11 +39,32 @@ def setup(renderer: str = RENDERER) -> None:
     pio.templates.default = "plotly_white"
 
 
+TITLE_LINE = 62  # characters per title line: a book page shows a figure about 620 px wide
+
+
+def wrap_title(title: str, width: int = TITLE_LINE) -> str:
+    """Break a long title into lines of at most ``width`` characters (plotly's ``<br>``), at
+    spaces, so that it is not cut off in a narrow figure; existing ``<br>`` are kept."""
+    lines = []
+    for part in title.split("<br>"):
+        line = ""
+        for word in part.split(" "):
+            if line and len(line) + 1 + len(word) > width:
+                lines.append(line)
+                line = word
+            else:
+                line = f"{line} {word}" if line else word
+        lines.append(line)
+    return "<br>".join(lines)
+
+
 def _layout(fig: go.Figure, title: str, xaxis: str, yaxis: str, height: int = 420) -> go.Figure:
     if not title or not xaxis or not yaxis:
         raise ValueError("every figure needs a title, an x-axis label and a y-axis label")
-    fig.update_layout(title=title, xaxis_title=xaxis, yaxis_title=yaxis, height=height,
-                      margin=dict(l=60, r=20, t=60, b=60), legend=dict(orientation="h", y=-0.2))
+    title = wrap_title(title)
+    top = 60 + 22 * title.count("<br>")  # room for every title line
+    fig.update_layout(title=title, xaxis_title=xaxis, yaxis_title=yaxis, height=height + top - 60,
+                      margin=dict(l=60, r=20, t=top, b=60), legend=dict(orientation="h", y=-0.2))
     return fig
 
 

@@ -48,3 +48,14 @@ def test_live_scan_redraws_when_the_slider_moves(monkeypatch):
     assert calls == [3, 1]
     slider.value = 2
     assert calls == [3, 1, 2]
+
+
+def test_long_titles_wrap_at_spaces_and_keep_every_word():
+    from rlhf_lab.plots import TITLE_LINE, lines, wrap_title
+    title = "Full size, by sampling: GRPO raises pass@1 while the entropy falls and the KL grows"
+    wrapped = wrap_title(title)
+    assert all(len(line) <= TITLE_LINE for line in wrapped.split("<br>"))
+    assert wrapped.replace("<br>", " ") == title and "<br>" in wrapped
+    assert wrap_title("short title") == "short title"
+    fig = lines([0, 1], {"a": [0, 1]}, title=title, xaxis="x", yaxis="y")
+    assert fig.layout.title.text == wrapped and fig.layout.margin.t > 60
