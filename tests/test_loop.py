@@ -94,3 +94,16 @@ def test_sampled_evaluator_rejects_bad_sizes(tiny):
         loop.SampledEvaluator(world, ref, samples=1)
     with pytest.raises(ValueError, match="batch_size"):
         loop.SampledEvaluator(world, ref, batch_size=0)
+
+
+def test_default_evaluator_is_exact_where_enumerable_else_sampled(tiny):
+    world, ref = tiny
+    assert isinstance(loop.default_evaluator(world, ref), loop.ExactEvaluator)
+    hidden = ReviewsWorld(n_topics=2, words_per_class=1, max_new_tokens=3, enumerable=False)
+
+    def proxy(prompts, completions):
+        return torch.ones(len(prompts))
+
+    ev = loop.default_evaluator(hidden, ref, proxy_fn=proxy)
+    assert isinstance(ev, loop.SampledEvaluator)
+    assert ev(ref)["reward/proxy"] == pytest.approx(1.0)

@@ -248,7 +248,7 @@ class A2CConfig:
         missing_eos_score: the score of a completion without EOS (a fixed low value, −1 as in
             Huang et al. 2024), or None to keep the reward function's score.
         max_grad_norm: gradient-norm clip over actor and critic together, > 0; typical 1.0.
-        eval_every: exact evaluation every this many steps, ≥ 1.
+        eval_every: evaluation (exact, or sampled where not enumerable) every this many steps, ≥ 1.
         seed: seeds the prompt order and the samples.
         progress: show a tqdm progress bar.
     """

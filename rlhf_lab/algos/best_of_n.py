@@ -19,7 +19,8 @@ import datasets
 import torch
 from torch import Tensor
 
-from rlhf_lab.algos.loop import Callback, ExactEvaluator, check_finite, progress, trainable_copy
+from rlhf_lab.algos.loop import (Callback, ExactEvaluator, SampledEvaluator, check_finite, default_evaluator, progress,
+                                 trainable_copy)
 from rlhf_lab.core import masked_mean, sequence_logprobs
 from rlhf_lab.history import History
 from rlhf_lab.rollout import Rollout, completion_logprobs, sample
@@ -429,7 +430,7 @@ def train_rejection_sampling(
     *,
     reward_fn: RewardFn | None = None,
     ref_policy: torch.nn.Module | None = None,
-    evaluator: ExactEvaluator | None = None,
+    evaluator: ExactEvaluator | SampledEvaluator | None = None,
 ) -> History:
     """Rejection-sampling fine-tuning of a copy of ``policy`` (chapter 06).
 
@@ -448,14 +449,15 @@ def train_rejection_sampling(
         reward_fn: ``reward_fn(prompts, completions) -> Tensor (B,)`` that ranks the samples,
             e.g. a reward model; default the world's gold reward.
         ref_policy: π_ref of the exact KL; default ``policy``.
-        evaluator: a prepared ``ExactEvaluator`` (saves enumerating again across runs).
+        evaluator: a prepared ``ExactEvaluator`` (saves enumerating again across runs); by
+            default exact on an enumerable world, else a ``SampledEvaluator``.
 
     Returns:
         The ``History``; the trained policy is ``history.policy``.
     """
     ref_policy = policy if ref_policy is None else ref_policy
-    if evaluator is None and world.enumerable:
-        evaluator = ExactEvaluator(world, ref_policy)
+    if evaluator is None:
+        evaluator = default_evaluator(world, ref_policy)
     score = reward_fn or world.gold_rewards
     model = trainable_copy(policy)
     device = next(model.parameters()).device
@@ -470,8 +472,7 @@ def train_rejection_sampling(
         if callback is not None:
             callback(step, metrics, history)
 
-    if evaluator is not None:
-        log(0, evaluator(model))
+    log(0, evaluator(model))
     step = 0
     bar = progress(config.rounds, "rejection sampling", config.progress)
     for _ in range(config.rounds):
@@ -499,8 +500,7 @@ def train_rejection_sampling(
         # 4) log the round
         metrics = {"reward/sampled": drawn.sample_rewards.mean().item(),
                    "reward/kept": drawn.sample_rewards[mask].mean().item()}
-        if evaluator is not None:
-            metrics.update(evaluator(model))
+        metrics.update(evaluator(model))
         log(step, metrics)
         bar.update()
     bar.close()

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rlhf_lab.algos.best_of_n import encode_texts, sequence_logps, take
-from rlhf_lab.algos.loop import Callback, ExactEvaluator, check_finite, progress, trainable_copy
+from rlhf_lab.algos.loop import (Callback, ExactEvaluator, SampledEvaluator, check_finite, default_evaluator, progress,
+                                 trainable_copy)
 from rlhf_lab.exact import kl, kl_regularized_optimum
 from rlhf_lab.history import History
 from rlhf_lab.worlds.base import TokenWorld
@@ -219,7 +220,7 @@ class DPOConfig:
             passes for the bandit).
         batch_size: pairs per gradient step, ≥ 1; typical 32 … 128.
         max_grad_norm: gradient-norm clip, > 0; typical 1.0.
-        eval_every: exact evaluation every this many steps (≥ 1), on enumerable worlds.
+        eval_every: evaluation (exact, or sampled where not enumerable) every this many steps (≥ 1).
         seed: seeds the shuffling.
         progress: show a tqdm progress bar.
     """
@@ -283,7 +284,7 @@ def train_dpo(
     callback: Callback | None = None,
     *,
     ref_policy: torch.nn.Module | None = None,
-    evaluator: ExactEvaluator | None = None,
+    evaluator: ExactEvaluator | SampledEvaluator | None = None,
 ) -> History:
     """Train a copy of ``policy`` on preference pairs with DPO, a variant, or SimPO (chapter 07).
 
@@ -302,7 +303,8 @@ def train_dpo(
         config: a :class:`DPOConfig`.
         callback: called as ``callback(step, metrics, history)`` after every log.
         ref_policy: π_ref; default ``policy`` itself (the usual choice).
-        evaluator: a prepared ``ExactEvaluator`` (saves enumerating again across runs).
+        evaluator: a prepared ``ExactEvaluator`` (saves enumerating again across runs); by
+            default exact on an enumerable world, else a ``SampledEvaluator``.
 
     Returns:
         The ``History``; the trained policy is ``history.policy``.
@@ -313,8 +315,8 @@ def train_dpo(
     """
     _check_preferences(dataset)
     ref_policy = policy if ref_policy is None else ref_policy
-    if evaluator is None and world.enumerable:
-        evaluator = ExactEvaluator(world, ref_policy)
+    if evaluator is None:
+        evaluator = default_evaluator(world, ref_policy)
     model = trainable_copy(policy)
     device = next(model.parameters()).device
     chosen = encode_texts(world, dataset["prompt"], dataset["chosen"], device)
@@ -336,8 +338,7 @@ def train_dpo(
 
     n = len(dataset)
     total = config.epochs * -(-n // config.batch_size)
-    if evaluator is not None:
-        log(0, evaluator(model))
+    log(0, evaluator(model))
     step = 0
     bar = progress(total, config.loss.upper() if config.loss == "simpo" else "DPO", config.progress)
     for _ in range(config.epochs):
@@ -357,7 +358,7 @@ def train_dpo(
             step += 1
             # 4) log
             log(step, {"loss/policy": loss.item(), **stats, "stats/grad_norm": float(grad_norm)})
-            if evaluator is not None and (step % config.eval_every == 0 or step == total):
+            if (step % config.eval_every == 0 or step == total):
                 log(step, evaluator(model))
             bar.update()
     bar.close()

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from rlhf_lab.algos.loop import Callback, ExactEvaluator, SampledEvaluator, check_finite, progress, trainable_copy
+from rlhf_lab.algos.loop import (Callback, ExactEvaluator, SampledEvaluator, check_finite, default_evaluator, progress,
+                                 trainable_copy)
 from rlhf_lab.core import entropy_from_logits, kl_penalty, masked_mean
 from rlhf_lab.history import History
 from rlhf_lab.rollout import Rollout, completion_logits, completion_logprobs, sample
@@ -383,8 +384,7 @@ def train_grpo(
     """
     ref_policy = policy if ref_policy is None else ref_policy
     if evaluator is None:
-        evaluator = (ExactEvaluator(world, ref_policy) if world.enumerable
-                     else SampledEvaluator(world, ref_policy, proxy_fn=reward_fn))
+        evaluator = default_evaluator(world, ref_policy, proxy_fn=reward_fn)
     policy = trainable_copy(policy)
     opt = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=0.0)
     device = next(policy.parameters()).device
@@ -399,8 +399,7 @@ def train_grpo(
         if callback is not None:
             callback(step, metrics, history)
 
-    if evaluator is not None:
-        log(0, _evaluate(policy, evaluator))
+    log(0, _evaluate(policy, evaluator))
     bar = progress(config.steps, "GRPO", config.progress)
     for step in range(config.steps):
         # 1) N prompts, each repeated G times: rows i·G … i·G + G − 1 form group i
@@ -461,7 +460,7 @@ def train_grpo(
         metrics.update({f"stats/clip_ratio/{key}": value for key, value in clip.items()})
         # 5) log the batch at this step; exact metrics at the step that counts updates so far
         log(step, metrics)
-        if evaluator is not None and ((step + 1) % config.eval_every == 0 or step + 1 == config.steps):
+        if ((step + 1) % config.eval_every == 0 or step + 1 == config.steps):
             log(step + 1, _evaluate(policy, evaluator))
         bar.update()
         bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", refresh=False)

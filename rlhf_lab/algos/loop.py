@@ -120,6 +120,15 @@ class SampledEvaluator:
         return metrics
 
 
+def default_evaluator(world: TokenWorld, ref_policy: torch.nn.Module,
+                      proxy_fn: Callable | None = None) -> ExactEvaluator | SampledEvaluator:
+    """The evaluator a ``train`` uses when given none: exact on an enumerable world, else a
+    :class:`SampledEvaluator` (which also averages ``proxy_fn``, when given, as ``reward/proxy``)."""
+    if world.enumerable:
+        return ExactEvaluator(world, ref_policy)
+    return SampledEvaluator(world, ref_policy, proxy_fn=proxy_fn)
+
+
 def trainable_copy(policy: torch.nn.Module) -> torch.nn.Module:
     """A copy of ``policy`` to train, so the caller's π_ref stays untouched."""
     model = copy.deepcopy(policy)

@@ -186,7 +186,7 @@ class PPOConfig:
         missing_eos_score: the score of a completion without EOS (a fixed low value; −1), or
             None to keep the reward function's score.
         max_grad_norm: gradient-norm clip over actor and critic together, > 0; typical 1.0.
-        eval_every: exact evaluation every this many steps, ≥ 1.
+        eval_every: evaluation (exact, or sampled where not enumerable) every this many steps, ≥ 1.
         seed: seeds the prompt order, the samples and the minibatch order.
         progress: show a tqdm progress bar.
     """

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from rlhf_lab.algos.loop import Callback, ExactEvaluator, SampledEvaluator, check_finite, progress, trainable_copy
+from rlhf_lab.algos.loop import (Callback, ExactEvaluator, SampledEvaluator, check_finite, default_evaluator, progress,
+                                 trainable_copy)
 from rlhf_lab.core import entropy_from_logits, kl_penalty, masked_mean, token_logprobs
 from rlhf_lab.exact import Enumeration
 from rlhf_lab.history import History
@@ -123,15 +124,13 @@ def make_evaluator(
     """The exact evaluator of a run; with a ``reward_fn`` it also scores every completion once,
     so the proxy's exact expectation is logged as ``reward/proxy``. On a world too big to
     enumerate, a ``SampledEvaluator`` (estimates with standard errors) instead."""
-    if not world.enumerable:
-        return SampledEvaluator(world, ref_policy, proxy_fn=reward_fn)
-    proxy = None
-    if reward_fn is not None:
-        enum = Enumeration(world)
-        k = len(enum.completions)
-        prompts = [x for x in enum.prompts for _ in range(k)]
-        proxy = torch.as_tensor(reward_fn(prompts, enum.completions * len(enum.prompts)))
-        proxy = proxy.detach().double().cpu().view(enum.shape)  # (P, K)
+    if not world.enumerable or reward_fn is None:
+        return default_evaluator(world, ref_policy, proxy_fn=reward_fn)
+    enum = Enumeration(world)
+    k = len(enum.completions)
+    prompts = [x for x in enum.prompts for _ in range(k)]
+    proxy = torch.as_tensor(reward_fn(prompts, enum.completions * len(enum.prompts)))
+    proxy = proxy.detach().double().cpu().view(enum.shape)  # (P, K)
     return ExactEvaluator(world, ref_policy, proxy=proxy)
 
 
@@ -178,7 +177,7 @@ class ReinforceConfig:
         baseline: b, ``"none"`` or ``"mean"`` (the batch mean reward), see :func:`reinforce_loss`.
         beta: β ≥ 0, KL coefficient: R = r − β·(log π(y) − log π_ref(y)); 0 … 1.
         max_grad_norm: gradient-norm clip, > 0; typical 1.0.
-        eval_every: exact evaluation every this many steps, ≥ 1.
+        eval_every: evaluation (exact, or sampled where not enumerable) every this many steps, ≥ 1.
         seed: seeds the prompt order and the samples.
         progress: show a tqdm progress bar.
     """
