@@ -21,6 +21,7 @@ from pathlib import Path
 import datasets
 import torch
 
+from rlhf_lab.scale import get_seed
 from rlhf_lab.worlds.base import TokenWorld
 
 # file extension → the `datasets` builder that reads it
@@ -44,7 +45,7 @@ def preference_dataset(
     logp: torch.Tensor | None = None,
     sample_fn: Callable[[list[str]], list[str]] | None = None,
     label_noise: float = 0.2,
-    seed: int = 0,
+    seed: int | None = None,
 ) -> datasets.Dataset:
     """``n_pairs`` preference pairs of distinct completions labelled by the gold reward (eq. 5.1).
 
@@ -61,7 +62,8 @@ def preference_dataset(
             e.g. wrapping ``rollout``), one completion per prompt.
         label_noise: τ ≥ 0, the Bradley–Terry temperature; 0 means noiseless labels (ties
             broken by a coin flip).
-        seed: seeds the prompts, the samples drawn from ``logp`` and the labels.
+        seed: seeds the prompts, the samples drawn from ``logp`` and the labels; default
+            ``RLHF_LAB_SEED`` (``scale.get_seed``).
 
     Returns:
         A ``datasets.Dataset`` with columns prompt, chosen, rejected, chosen_gold, rejected_gold.
@@ -72,7 +74,7 @@ def preference_dataset(
         raise ValueError(f"label_noise must be ≥ 0 (τ, the Bradley–Terry temperature), got {label_noise}")
     if (logp is None) == (sample_fn is None):
         raise ValueError("pass exactly one of logp (exact log-probs (P, K)) and sample_fn (a sampler)")
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(get_seed() if seed is None else seed)
     rows = (torch.arange(n_pairs) % len(world.prompts))[torch.randperm(n_pairs, generator=g)]  # (n_pairs,)
     prompts = [world.prompts[i] for i in rows.tolist()]
     if logp is not None:

@@ -7,7 +7,10 @@ Three presets share one set of fields:
 * ``gpu`` — Colab T4 … H200: larger worlds (metrics by sampling), larger models, full curves.
 
 The preset is chosen by the ``RLHF_LAB_SCALE`` environment variable; without it, ``gpu`` when
-CUDA is available, else ``cpu``. Introduced in chapter 00.
+CUDA is available, else ``cpu``. The seed of every random choice a chapter makes comes from one
+place, :func:`get_seed` (``RLHF_LAB_SEED``, default 0), carried as ``Scale.seed``; the trainers'
+configs take it as their default seed. A chapter's claims must hold for any seed
+(``benchmarks/run_chapters.py --seeds 0 1 2 3 4`` checks it). Introduced in chapter 00.
 """
 
 from __future__ import annotations
@@ -18,6 +21,29 @@ from dataclasses import dataclass
 
 SCALES = ("ci", "cpu", "gpu")
 ENV_VAR = "RLHF_LAB_SCALE"
+SEED_VAR = "RLHF_LAB_SEED"
+
+
+def get_seed() -> int:
+    """The workbook's seed: the integer in ``RLHF_LAB_SEED``, else 0.
+
+    Every chapter derives its random choices from it (``scale.seed``, ``scale.seed + 1``, …) and
+    every trainer's config uses it as its default ``seed``, so one variable reruns a whole
+    chapter with other random numbers.
+
+    Raises:
+        ValueError: ``RLHF_LAB_SEED`` is not a non-negative integer.
+    """
+    raw = os.environ.get(SEED_VAR, "").strip()
+    if not raw:
+        return 0
+    try:
+        seed = int(raw)
+    except ValueError:
+        raise ValueError(f"{SEED_VAR}={raw!r} is not an integer; set it to a seed such as 0, 1, 2") from None
+    if seed < 0:
+        raise ValueError(f"{SEED_VAR}={raw!r} must be >= 0")
+    return seed
 
 
 @dataclass(frozen=True)
@@ -49,7 +75,7 @@ class Scale:
     # RL training runs
     rl_steps: int
     rollout_batch_size: int
-    seed: int = 0
+    seed: int = 0  # from RLHF_LAB_SEED (get_seed); seeds pretraining and the chapter's draws
 
     def exact(self) -> "Scale":
         """The preset for a chapter's exact (enumerated) sections: this one where its worlds are
@@ -102,10 +128,12 @@ _PRESETS: dict[str, dict] = {
 
 
 def get_scale(name: str | None = None) -> Scale:
-    """Return the preset ``name``, else the one named by ``RLHF_LAB_SCALE``, else the default.
+    """Return the preset ``name``, else the one named by ``RLHF_LAB_SCALE``, else the default,
+    with ``seed`` from :func:`get_seed`.
 
     Raises:
-        ValueError: ``name`` (or the environment variable) is not one of ``ci``, ``cpu``, ``gpu``.
+        ValueError: ``name`` (or the environment variable) is not one of ``ci``, ``cpu``, ``gpu``;
+            ``RLHF_LAB_SEED`` is not a non-negative integer.
     """
     source = "name"
     if name is None:
@@ -117,4 +145,4 @@ def get_scale(name: str | None = None) -> Scale:
     if key not in _PRESETS:
         raise ValueError(f"{source}={name!r} is not a known scale; allowed: {', '.join(SCALES)}")
     device = "cuda" if key == "gpu" and _cuda_available() else "cpu"
-    return Scale(name=key, device=device, **_PRESETS[key])
+    return Scale(name=key, device=device, seed=get_seed(), **_PRESETS[key])

@@ -51,3 +51,23 @@ def test_exact_sections_use_the_largest_enumerable_preset():
     gpu = get_scale("gpu")
     exact = gpu.exact()
     assert exact.name == "cpu" and exact.reviews_enumerable and exact.device == gpu.device
+
+
+def test_seed_comes_from_one_variable(monkeypatch):
+    from rlhf_lab.algos.grpo import GRPOConfig
+    from rlhf_lab.algos.ppo import PPOConfig
+    from rlhf_lab.scale import get_seed
+
+    monkeypatch.delenv("RLHF_LAB_SEED", raising=False)
+    assert get_seed() == 0 and get_scale("ci").seed == 0
+    monkeypatch.setenv("RLHF_LAB_SEED", " 3 ")
+    assert get_seed() == 3 and get_scale("ci").seed == 3 and get_scale("gpu").exact().seed == 3
+    assert GRPOConfig().seed == 3 and PPOConfig().seed == 3  # configs default to it
+    assert GRPOConfig(seed=7).seed == 7
+
+
+@pytest.mark.parametrize("raw", ["abc", "1.5", "-1"])
+def test_bad_seed_names_the_variable(monkeypatch, raw):
+    monkeypatch.setenv("RLHF_LAB_SEED", raw)
+    with pytest.raises(ValueError, match=r"RLHF_LAB_SEED="):
+        get_scale("ci")

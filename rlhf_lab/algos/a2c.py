@@ -14,11 +14,12 @@ Introduced in chapter 03.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
 
+from rlhf_lab.scale import get_seed
 from rlhf_lab.algos.loop import Callback, ExactEvaluator, SampledEvaluator, check_finite, progress, trainable_copy
 from rlhf_lab.algos.reinforce import (RewardFn, RunLog, check_fields, make_evaluator, make_optimizer,
                                       prompt_batch)
@@ -264,7 +265,7 @@ class A2CConfig:
     missing_eos_score: float | None = -1.0
     max_grad_norm: float = 1.0
     eval_every: int = 5
-    seed: int = 0
+    seed: int = field(default_factory=get_seed)  # RLHF_LAB_SEED unless given
     progress: bool = True
 
     def __post_init__(self) -> None:

@@ -13,12 +13,13 @@ arms, where its optimum π*_β can be checked exactly. Introduced in chapter 07.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rlhf_lab.scale import get_seed
 from rlhf_lab.algos.best_of_n import encode_texts, sequence_logps, take
 from rlhf_lab.algos.loop import (Callback, ExactEvaluator, SampledEvaluator, check_finite, default_evaluator, progress,
                                  trainable_copy)
@@ -235,7 +236,7 @@ class DPOConfig:
     batch_size: int = 64
     max_grad_norm: float = 1.0
     eval_every: int = 10
-    seed: int = 0
+    seed: int = field(default_factory=get_seed)  # RLHF_LAB_SEED unless given
     progress: bool = True
 
     def __post_init__(self) -> None:

@@ -12,11 +12,12 @@ group-relative advantages → a few clipped gradient steps → log. Introduced i
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
+from rlhf_lab.scale import get_seed
 from rlhf_lab.algos.loop import (Callback, ExactEvaluator, SampledEvaluator, check_finite, default_evaluator, progress,
                                  trainable_copy)
 from rlhf_lab.core import entropy_from_logits, kl_penalty, masked_mean
@@ -279,7 +280,7 @@ class GRPOConfig:
     temperature: float = 1.0
     max_grad_norm: float = 1.0
     eval_every: int = 5
-    seed: int = 0
+    seed: int = field(default_factory=get_seed)  # RLHF_LAB_SEED unless given
     progress: bool = True
 
     def __post_init__(self) -> None:

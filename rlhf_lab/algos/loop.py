@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from rlhf_lab.exact import Enumeration
 from rlhf_lab.history import History
+from rlhf_lab.scale import get_seed
 from rlhf_lab.worlds.base import TokenWorld
 
 Callback = Callable[[int, dict, History], None]
@@ -64,17 +65,18 @@ class SampledEvaluator:
         ref_policy: π_ref, the anchor of the KL.
         proxy_fn: ``proxy_fn(prompts, completions) -> Tensor (B,)``, e.g. a reward model, or None.
         samples: completions drawn per evaluation (≥ 2).
-        seed: seed of the prompt choice and of the sampling noise.
+        seed: seed of the prompt choice and of the sampling noise; default ``RLHF_LAB_SEED``.
         batch_size: completions sampled per forward pass.
     """
 
     def __init__(self, world: TokenWorld, ref_policy: torch.nn.Module, proxy_fn: Callable | None = None,
-                 samples: int = 1024, seed: int = 0, batch_size: int = 1024) -> None:
+                 samples: int = 1024, seed: int | None = None, batch_size: int = 1024) -> None:
         if samples < 2:
             raise ValueError(f"samples must be >= 2, got {samples}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.world, self.ref_policy, self.proxy_fn = world, ref_policy, proxy_fn
+        seed = get_seed() if seed is None else seed
         self.samples, self.seed, self.batch_size = samples, seed, batch_size
         idx = torch.randint(len(world.prompts), (samples,), generator=torch.Generator().manual_seed(seed))
         self.prompts = [world.prompts[i] for i in idx.tolist()]

@@ -10,11 +10,12 @@ several epochs, which the ratio and the clip make safe. Defaults follow Huang et
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
+from rlhf_lab.scale import get_seed
 from rlhf_lab.algos.a2c import actor_critic_step, batch_metrics, collect
 from rlhf_lab.algos.loop import Callback, ExactEvaluator, SampledEvaluator, check_finite, progress, trainable_copy
 from rlhf_lab.algos.reinforce import (RewardFn, RunLog, check_fields, make_evaluator, make_optimizer,
@@ -206,7 +207,7 @@ class PPOConfig:
     missing_eos_score: float | None = -1.0
     max_grad_norm: float = 1.0
     eval_every: int = 5
-    seed: int = 0
+    seed: int = field(default_factory=get_seed)  # RLHF_LAB_SEED unless given
     progress: bool = True
 
     def __post_init__(self) -> None:
