@@ -406,16 +406,24 @@ def test_bon_kl_bound_values():
 
 
 def test_exact_best_of_n_hand_example_with_a_tie():
-    # rewards (1, 1, 0): the tie between outputs 0 and 1 goes to the lower index, so the order
-    # worst → best is 2, 1, 0 with F = 0.2, 0.5, 1.0.
-    # π_2 = (1 − 0.5², 0.5² − 0.2², 0.2²) = (0.75, 0.21, 0.04)
+    # rewards (1, 1, 0): the best of 2 has reward 1 with probability 1 − 0.2² = 0.96, which the
+    # tied outputs 0 and 1 share in proportion to π_ref (0.5 : 0.3): 0.6 and 0.36; output 2: 0.04
     pi = exact_best_of_n(T([0.5, 0.3, 0.2]), T([1.0, 1.0, 0.0]), 2)
-    assert pi.tolist() == approx([0.75, 0.21, 0.04])
+    assert pi.tolist() == approx([0.6, 0.36, 0.04])
+    # two equally likely outputs with equal rewards: the best of 2 is either, half the time each
+    assert exact_best_of_n(T([0.5, 0.5]), T([0.0, 0.0]), 2).tolist() == approx([0.5, 0.5])
+
+
+def test_exact_best_of_n_renormalises_float32_probs():
+    probs = T([0.3, 0.3, 0.4000049])  # sums to 1 + 5e-6: allowed by the check, renormalised
+    out = exact_best_of_n(probs, T([0.0, 1.0, 2.0]), 7)
+    assert out.double().sum().item() == approx(1.0, abs=1e-7)
 
 
 def test_exact_best_of_n_n1_and_normalisation():
     gen = torch.Generator().manual_seed(0)
-    probs = torch.distributions.Dirichlet(torch.ones(7)).sample()
+    probs = -torch.rand(7, generator=gen).log()  # exponential draws, normalised: a Dirichlet(1) sample
+    probs = probs / probs.sum()
     rewards = torch.randint(0, 3, (7,), generator=gen).float()  # with ties
     assert exact_best_of_n(probs, rewards, 1).tolist() == approx(probs.tolist())
     for n in (2, 5, 50):
@@ -456,16 +464,44 @@ def test_exact_best_of_n_matches_monte_carlo():
     probs = T([0.1, 0.25, 0.2, 0.05, 0.3, 0.1])
     rewards = T([0.0, 1.0, 2.0, 2.0, 1.0, 3.0])  # ties: 1 vs 4, 2 vs 3
     n, draws = 3, 200_000
-    # an independent statement of the tie rule: the best has the largest (reward, −index)
-    rank = {i: pos for pos, i in enumerate(sorted(range(6), key=lambda i: (rewards[i].item(), -i)))}
-    rank_of = T([rank[i] for i in range(6)])
+    # an independent statement of the tie rule: keep the first-drawn sample of the best reward
     gen = torch.Generator().manual_seed(0)
     samples = torch.multinomial(probs, draws * n, replacement=True, generator=gen).view(draws, n)
-    best = samples.gather(1, rank_of[samples].argmax(dim=1, keepdim=True)).squeeze(1)
+    best = samples.gather(1, rewards[samples].argmax(dim=1, keepdim=True)).squeeze(1)  # argmax: the first max
     empirical = torch.bincount(best, minlength=6).double() / draws
     exact = exact_best_of_n(probs, rewards, n).double()
     tolerance = 5 * torch.sqrt(exact * (1 - exact) / draws) + 1e-4
     assert ((empirical - exact).abs() <= tolerance).all(), (empirical, exact)
+
+
+def test_exact_best_of_n_matches_the_sampler_on_tied_gold_rewards():
+    """The real best-of-n sampler against the exact distribution, on gold rewards, which tie
+    (many completions share a sentiment score): the kept completion's frequencies agree."""
+    from rlhf_lab import exact as exact_lib
+    from rlhf_lab.algos.best_of_n import best_of_n
+    from rlhf_lab.models import build_policy
+    from rlhf_lab.scale import get_scale
+    from rlhf_lab.worlds.reviews import ReviewsWorld
+
+    scale = get_scale("ci").replace(n_layer=1, n_head=2, n_embd=32, seed=0)
+    # 21 completions: 4 words (two of each polarity, equal in size) then EOS or one more word
+    world = ReviewsWorld(n_topics=1, words_per_class=2, max_new_tokens=2, negation=False, intensifier=False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        policy = build_policy(world, scale)  # an untrained policy: spread over many completions
+    enum = exact_lib.Enumeration(world)
+    probs = enum.logprobs(policy)[0].exp()  # (K,) for the first prompt
+    gold = enum.gold[0]
+    n, draws = 3, 20_000
+    kept = best_of_n(policy, world, [world.prompts[0]] * draws, n, world.gold_rewards,
+                     generator=torch.Generator().manual_seed(0))
+    empirical = torch.bincount(enum.index(kept.completions), minlength=len(probs)).double() / draws
+    exact = exact_best_of_n(probs, gold, n).double()
+    top = torch.arange(len(probs))
+    tied = [int(i) for i in top if int((gold == gold[i]).sum()) > 1]
+    assert len(tied) >= 10, "the check needs tied outputs"
+    tolerance = 5 * torch.sqrt(exact[top] * (1 - exact[top]) / draws) + 1e-4
+    assert ((empirical[top] - exact[top]).abs() <= tolerance).all(), (empirical[top], exact[top])
 
 
 def test_bon_win_rate():
@@ -473,7 +509,8 @@ def test_bon_win_rate():
     # π_2 = (0.25, 0.75): 0.25·(0 + ½·0.5) + 0.75·(0.5 + ½·0.5) = 0.625 ≤ 2/3
     assert bon_win_rate(probs, rewards, 2) == approx(0.625)
     gen = torch.Generator().manual_seed(1)
-    probs = torch.distributions.Dirichlet(torch.ones(20)).sample()
+    probs = -torch.rand(20, generator=gen).log()  # exponential draws, normalised: a Dirichlet(1) sample
+    probs = probs / probs.sum()
     rewards = torch.randn(20, generator=gen)
     assert bon_win_rate(probs, rewards, 1) == approx(0.5)
     for n in (2, 4, 16):

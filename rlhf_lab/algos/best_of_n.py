@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import datasets
 import torch
 from torch import Tensor
 
+from rlhf_lab.scale import get_seed
 from rlhf_lab.algos.loop import (Callback, ExactEvaluator, SampledEvaluator, check_finite, default_evaluator, progress,
                                  trainable_copy)
 from rlhf_lab.core import masked_mean, sequence_logprobs
@@ -68,27 +69,18 @@ def bon_kl_bound(n: int) -> float:
     return math.log(n) - (n - 1) / n
 
 
-def _rank_order(rewards: Tensor) -> Tensor:
-    """Indices of the outputs from worst to best: by reward, a tie won by the lower index."""
-    reversed_index = torch.arange(rewards.numel() - 1, -1, -1)
-    # a stable ascending sort of the reversed vector leaves tied outputs in descending index
-    # order, so among equal rewards the lowest index comes last, i.e. ranks best
-    order = torch.sort(rewards[reversed_index], stable=True).indices
-    return reversed_index[order]
-
-
 def exact_best_of_n(probs: Tensor, rewards: Tensor, n: int) -> Tensor:
     """The exact distribution of the best of n i.i.d. samples from a categorical π_ref.
 
-    Outputs are totally ordered by reward, ties broken by index: of two outputs with the same
-    reward, the one with the lower index counts as better (so every draw has a unique best).
-    With F(y) the probability of drawing an output ranked at most y and F⁻(y) = F(y) − π(y),
-    the best of n is y exactly when all n draws rank ≤ y and not all rank < y. The reward of
-    the best sample does not depend on the tie rule; how the probability splits among tied
-    outputs does.
+    Outputs are grouped by reward. With F(v) the probability that one draw has reward ≤ v and
+    F⁻(v) the probability that it has reward < v, the best of n has reward v with probability
+    F(v)^n − F⁻(v)^n. Outputs that tie at v share that mass in proportion to π_ref, which is
+    what a sampler that keeps the first-drawn of the tied best samples produces: the draws are
+    exchangeable, so the first tied best is distributed as π_ref restricted to the tie. With
+    distinct rewards this is π_n(y) = F(y)^n − F⁻(y)^n.
 
     Args:
-        probs: π_ref over the K outputs (nonnegative, summing to 1).
+        probs: π_ref over the K outputs (nonnegative, summing to 1 up to 1e-5; renormalised).
         rewards: the reward of each output.
         n: the number of samples, an integer ≥ 1 (n = 1 returns probs).
 
@@ -97,7 +89,7 @@ def exact_best_of_n(probs: Tensor, rewards: Tensor, n: int) -> Tensor:
         rewards: (K,), introduced in chapter 06.
 
     Returns:
-        π_n of shape (K,), in the dtype of probs (computed in float64).
+        π_n of shape (K,), summing to 1, in the dtype of probs (computed in float64).
 
     Raises:
         ValueError: if n is not an integer ≥ 1, the shapes differ, or probs is not a
@@ -107,15 +99,16 @@ def exact_best_of_n(probs: Tensor, rewards: Tensor, n: int) -> Tensor:
     """
     _check_n(n)
     _check_categorical(probs, rewards)
-    order = _rank_order(rewards)
-    p_sorted = probs.detach().double()[order]  # (K,) worst to best
-    cdf = torch.cumsum(p_sorted, dim=0).clamp(max=1.0)  # F(y)
-    cdf_below = (cdf - p_sorted).clamp(min=0.0)  # F⁻(y)
-    # (eq-bon-exact)  π_n(y) = F(y)^n − F⁻(y)^n
-    pi_sorted = cdf**n - cdf_below**n
-    pi_n = torch.empty_like(pi_sorted)
-    pi_n[order] = pi_sorted
-    return pi_n.to(probs.dtype)
+    p = probs.detach().double()
+    p = p / p.sum()  # (K,) the check allows float32 rounding; the output must sum to 1
+    values, block_of = torch.unique(rewards.detach().double(), return_inverse=True)  # sorted ascending
+    block = torch.zeros(len(values), dtype=torch.float64).index_add_(0, block_of, p)  # (U,) mass per reward value
+    cdf = torch.cumsum(block, dim=0).clamp(max=1.0)  # F(v)
+    cdf_below = (cdf - block).clamp(min=0.0)  # F⁻(v)
+    # (eq-bon-exact)  π_n(v) = F(v)^n − F⁻(v)^n, per reward value
+    block_best = cdf**n - cdf_below**n  # (U,)
+    share = torch.where(block[block_of] > 0, p / block[block_of], torch.zeros_like(p))  # π_ref within the tie
+    return (block_best[block_of] * share).to(probs.dtype)
 
 
 def bon_win_rate(probs: Tensor, rewards: Tensor, n: int) -> float:
@@ -202,7 +195,8 @@ def best_of_n(
         raise ValueError("prompts must contain at least one prompt")
     repeated = [x for x in prompts for _ in range(n)]  # prompt-major: row b holds samples b·n … b·n + n − 1
     rollout = sample(policy, world, repeated, generator=generator)
-    rewards = torch.as_tensor(reward_fn(repeated, rollout.completions)).detach().float().cpu()
+    # float64: rounding to float32 would create ties that the rewards themselves do not have
+    rewards = torch.as_tensor(reward_fn(repeated, rollout.completions)).detach().double().cpu()
     if rewards.shape != (len(repeated),):
         raise ValueError(f"reward_fn must return shape ({len(repeated)},), got {tuple(rewards.shape)}")
     rewards = rewards.view(len(prompts), n)  # (B, n)
@@ -402,7 +396,7 @@ class RejectionSamplingConfig:
     lr: float = 5e-4
     batch_size: int = 32
     max_grad_norm: float = 1.0
-    seed: int = 0
+    seed: int = field(default_factory=get_seed)  # RLHF_LAB_SEED unless given
     progress: bool = True
 
     def __post_init__(self) -> None:
