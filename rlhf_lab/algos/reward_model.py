@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from rlhf_lab.history import History
+from rlhf_lab.scale import get_seed
 
 COLUMNS = ("prompt", "chosen", "rejected")
 
@@ -101,8 +102,9 @@ def train_reward_model(
     epochs: int = 1,
     lr: float = 3e-3,
     batch_size: int = 32,
-    seed: int = 0,
+    seed: int | None = None,
     weight_decay: float = 0.0,
+    max_grad_norm: float = 1.0,
     progress: bool = True,
 ) -> History:
     """Fit ``rm`` to preference pairs by minimising the Bradley–Terry loss (eq. 5.1).
@@ -115,7 +117,11 @@ def train_reward_model(
         lr: AdamW learning rate (> 0); 1e-3 … 3e-3 for the tiny models (reviews world at ci,
             2,000 pairs, 2 epochs: held-out accuracy 0.80 at 3e-3, 0.67 at 1e-3).
         batch_size: pairs per step (≥ 1).
-        seed: shuffling seed.
+        seed: shuffling seed; default ``RLHF_LAB_SEED`` (``scale.get_seed``).
+        weight_decay: AdamW weight decay (≥ 0).
+        max_grad_norm: gradient-norm clip (> 0). Without it a run at lr 3e-3 could stall near
+            chance for good (measured: 0.55 held-out accuracy at one seed where the clipped run
+            reaches 0.8), after a few large early steps.
         progress: show a tqdm progress bar.
 
     Returns:
@@ -131,13 +137,15 @@ def train_reward_model(
         raise ValueError(f"lr must be > 0, got {lr}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+    if not max_grad_norm > 0:
+        raise ValueError(f"max_grad_norm must be > 0, got {max_grad_norm}")
     _check_dataset(train_dataset, "train_dataset")
     if eval_dataset is not None:
         _check_dataset(eval_dataset, "eval_dataset")
 
     device = next(rm.parameters()).device
     opt = torch.optim.AdamW(rm.parameters(), lr=lr, weight_decay=weight_decay)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(get_seed() if seed is None else seed)
     history = History()
     n = len(train_dataset)
     steps_per_epoch = -(-n // batch_size)
@@ -157,6 +165,7 @@ def train_reward_model(
                 )
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            torch.nn.utils.clip_grad_norm_(rm.parameters(), max_grad_norm)
             opt.step()
             losses.append(loss.item() * len(r_c))
             correct += round(stats["accuracy"] * len(r_c))
