@@ -9,13 +9,14 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 PYTEST_ARGS ?=
+BOOK_JOBS ?= 2
 # default scale for `make book` and `make lab`; `make test` runs at ci unless told otherwise
 RLHF_LAB_SCALE ?=
 export RLHF_LAB_SCALE
 
 STAMP := $(VENV)/.installed
 
-.PHONY: env test book lab notebooks clean bench
+.PHONY: env test book lab notebooks clean bench seeds
 
 env: $(STAMP)
 
@@ -25,18 +26,24 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[book,dev]"
 	touch $@
 
-# 1) unit, science and chapter tiers in parallel (the chapter tier saves executed notebooks);
-# 2) the book tier builds the site from those notebooks and opens it in headless Chromium.
+# 1) unit, science and chapter tiers in parallel; the chapter tier executes every chapter at ci
+#    AND at cpu (the default scale of a machine without CUDA, so what `make book` runs) and
+#    saves the executed notebooks. Chapters are collected first, longest first, and handed out
+#    two at a time (--maxschedchunk 2) so that both workers stay busy until the end;
+# 2) the book tier builds the site from the cpu notebooks, as `make book` does, and opens it in
+#    headless Chromium.
 # One torch thread per process: two workers on two cores; torch's default of one thread per
 # core makes the two workers fight (pretraining measured 7x slower).
 test: $(STAMP)
 	@command -v chromium >/dev/null 2>&1 || (echo "installing Debian's chromium for the browser test"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "could not install chromium: the browser test will fail"
-	RLHF_LAB_SCALE=$${RLHF_LAB_SCALE:-ci} OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 -m "not book" $(PYTEST_ARGS)
+	RLHF_LAB_SCALE=$${RLHF_LAB_SCALE:-ci} OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --maxschedchunk 2 -m "not book" $(PYTEST_ARGS)
 	RLHF_LAB_SCALE=$${RLHF_LAB_SCALE:-ci} OMP_NUM_THREADS=1 $(BIN)/python -m pytest -p no:xdist -m book $(PYTEST_ARGS)
 
 
+# Executes every chapter at the default scale (gpu with CUDA, else cpu; RLHF_LAB_SCALE=ci for the
+# small one), two at a time, then builds the site from the executed notebooks.
 book: $(STAMP)
-	$(BIN)/python -m rlhf_lab.book build
+	$(BIN)/python -m rlhf_lab.book build --jobs $(BOOK_JOBS)
 
 notebooks: $(STAMP)
 	$(BIN)/python -m rlhf_lab.book notebooks
@@ -51,6 +58,12 @@ lab: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/sampler.py
+
+# Claims must hold for any seed: every chapter at ci for seeds 0-4 and at cpu for seeds 0-1
+# (not part of `make test`; about 15 + 25 minutes on two cores).
+seeds: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/run_chapters.py chapters/*.md --scales ci --seeds 0 1 2 3 4 --jobs 2
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/run_chapters.py chapters/*.md --scales cpu --seeds 0 1 --jobs 2
 
 clean:
 	rm -rf book/_build $(VENV)

@@ -1,6 +1,6 @@
 """Build tooling for the book and the Colab notebooks (``python -m rlhf_lab.book``).
 
-    python -m rlhf_lab.book build       # execute every chapter, build book/_build/html
+    python -m rlhf_lab.book build       # execute every chapter (2 at a time), build book/_build/html
     python -m rlhf_lab.book notebooks   # sync Colab URLs from book/_config.yml, regenerate notebooks/
     python -m rlhf_lab.book check       # fail if notebooks/ or the Colab URLs drifted
 
@@ -114,7 +114,8 @@ def execute_chapter(path: Path, *, timeout: int = 600, env: dict | None = None):
     """Run a chapter top to bottom in a fresh kernel, as the book build does.
 
     Returns (executed notebook, seconds). A failing cell or assert raises
-    ``nbclient.exceptions.CellExecutionError`` naming the cell.
+    ``nbclient.exceptions.CellExecutionError`` naming the cell; the notebook as executed up to
+    that cell is its ``notebook`` attribute.
     """
     import jupytext
     import nbclient
@@ -127,7 +128,11 @@ def execute_chapter(path: Path, *, timeout: int = 600, env: dict | None = None):
                                          resources={"metadata": {"path": str(path.parent)}},
                                          store_widget_state=True)
         start = time.perf_counter()
-        client.execute()
+        try:
+            client.execute()
+        except Exception as exc:
+            exc.notebook = nb
+            raise
         return nb, time.perf_counter() - start
     finally:
         for k, v in old.items():
@@ -137,24 +142,70 @@ def execute_chapter(path: Path, *, timeout: int = 600, env: dict | None = None):
                 os.environ[k] = v
 
 
+def _execute_one(path: Path, scale: str, threads: int, out: Path) -> tuple[str, float]:
+    """Worker of :func:`execute_chapters`: execute one chapter, write it to ``out``."""
+    import nbformat
+
+    env = {"RLHF_LAB_SCALE": scale, "RLHF_LAB_STATIC": "1", "OMP_NUM_THREADS": str(threads)}
+    nb, seconds = execute_chapter(path, env=env, timeout=1800)
+    nbformat.write(nb, out / f"{path.stem}.ipynb")
+    return path.stem, seconds
+
+
+def execute_chapters(scale: str, out: Path, jobs: int = 2) -> dict[str, float]:
+    """Execute every chapter at ``scale``, ``jobs`` at a time, each in its own kernel with
+    ``cpu_count // jobs`` torch threads (two chapters on two cores: one thread each, since
+    torch's default of one thread per core makes them fight). Writes ``out/<chapter>.ipynb``
+    and returns the wall time of each chapter. The first failing chapter raises
+    ``nbclient.exceptions.CellExecutionError`` naming the cell (after the others finish)."""
+    import concurrent.futures
+
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    out.mkdir(parents=True, exist_ok=True)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    times, failures = {}, []
+    with concurrent.futures.ProcessPoolExecutor(jobs) as pool:
+        futures = {pool.submit(_execute_one, p, scale, threads, out): p for p in chapter_paths()}
+        for future in concurrent.futures.as_completed(futures):
+            try:
+                name, seconds = future.result()
+            except Exception as exc:
+                failures.append((futures[future], exc))
+                print(f"{futures[future].stem}: FAILED at scale {scale}", flush=True)
+                continue
+            times[name] = seconds
+            print(f"{name}: {seconds:.1f} s at scale {scale}", flush=True)
+    if failures:
+        raise failures[0][1]
+    return times
+
+
 def _jupyter_book(source: Path, config: Path, toc: Path, output: Path, env: dict) -> None:
     cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(source), "--config", str(config),
            "--toc", str(toc), "--path-output", str(output), "--builder", "html"]
     subprocess.run(cmd, check=True, env={**os.environ, **env}, cwd=source)
 
 
-def build(*, executed: Path | None = None, output: Path = BUILD.parent) -> Path:
+def build(*, executed: Path | None = None, output: Path = BUILD.parent, jobs: int = 2) -> Path:
     """Build the site into ``output/_build/html`` and return that folder.
 
-    Without ``executed`` every chapter is executed by Jupyter Book (the default scale unless
-    RLHF_LAB_SCALE says otherwise) and a failing cell fails the build. With ``executed``, a
-    folder of already executed chapter notebooks (as the chapter tests write them), the site is
-    built from those outputs without executing anything again.
+    Without ``executed``, every chapter is first executed at the default scale (``RLHF_LAB_SCALE``,
+    else ``gpu`` with CUDA and ``cpu`` without), ``jobs`` at a time, into
+    ``book/_build/executed/<scale>/``; a failing cell fails the build. The site is then built from
+    the executed notebooks — the same step the test suite's book tier runs on the notebooks its
+    chapter tier executed at ``cpu``, so ``make test`` checks what ``make book`` does.
     """
     env = {"RLHF_LAB_STATIC": "1"}
     if executed is None:
-        _jupyter_book(ROOT, CONFIG, TOC, output, env)
-        return output / "_build" / "html"
+        from rlhf_lab.scale import get_scale
+
+        scale = get_scale().name
+        executed = output / "_build" / "executed" / scale
+        start = time.perf_counter()
+        execute_chapters(scale, executed, jobs=jobs)
+        print(f"executed {len(chapter_paths())} chapters at scale {scale} in {time.perf_counter() - start:.0f} s",
+              flush=True)
     with tempfile.TemporaryDirectory(prefix="rlhf_lab_book_") as tmp:
         src = Path(tmp)
         shutil.copytree(ROOT / "book", src / "book", ignore=shutil.ignore_patterns("_build"))
@@ -179,9 +230,12 @@ def build(*, executed: Path | None = None, output: Path = BUILD.parent) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rlhf_lab.book", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["build", "notebooks", "check"])
+    parser.add_argument("--jobs", type=int, default=2, help="chapters executed at once by build (>= 1)")
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1, got {args.jobs}")
     if args.command == "build":
-        html = build()
+        html = build(jobs=args.jobs)
         print(f"built {html / 'index.html'}")
     elif args.command == "notebooks":
         for p in sync_notebooks():

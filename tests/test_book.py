@@ -16,20 +16,21 @@ import pytest
 
 from rlhf_lab import book
 
-EXECUTED = book.BUILD / "executed"
+EXECUTED = book.BUILD / "executed" / "cpu"
 SHOTS = book.BUILD / "screenshots"
 pytestmark = pytest.mark.book
 
 
 def _ensure_executed() -> None:
+    """The chapters as executed at ``cpu`` (the default scale without CUDA, what ``make book``
+    builds on such a machine); any chapter the chapter tier did not execute is executed here."""
     for path in book.chapter_paths():
         out = EXECUTED / f"{path.stem}.ipynb"
         if out.exists() and out.stat().st_mtime >= path.stat().st_mtime:
             continue
         import nbformat
 
-        nb, _ = book.execute_chapter(path, env={"RLHF_LAB_SCALE": os.environ.get("RLHF_LAB_SCALE", "ci"),
-                                                "RLHF_LAB_STATIC": "1"})
+        nb, _ = book.execute_chapter(path, env={"RLHF_LAB_SCALE": "cpu", "RLHF_LAB_STATIC": "1"})
         EXECUTED.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, out)
 
@@ -37,8 +38,7 @@ def _ensure_executed() -> None:
 @pytest.fixture(scope="module")
 def site() -> Path:
     _ensure_executed()
-    html = book.build(executed=EXECUTED)
-    return html
+    return book.build(executed=EXECUTED)  # the build step of `make book`, on the cpu notebooks
 
 
 def test_site_has_every_chapter(site):
