@@ -2,8 +2,8 @@
 
 Three presets share one set of fields:
 
-* ``ci``  — the 2-core CI machine: every chapter in 90 s, every claim still asserted.
-* ``cpu`` — a student laptop or Colab CPU: every chapter in about 5 minutes.
+* ``ci``  — the 2-core CI machine: every chapter in 60 s, every claim still asserted.
+* ``cpu`` — a student laptop or Colab CPU: every chapter in 150 s on the 2-core CI machine.
 * ``gpu`` — Colab T4 … H200: larger worlds (metrics by sampling), larger models, full curves.
 
 The preset is chosen by the ``RLHF_LAB_SCALE`` environment variable; without it, ``gpu`` when
@@ -111,10 +111,10 @@ _PRESETS: dict[str, dict] = {
     "cpu": dict(
         bandit_arms=8, bt_comparisons=(25, 100, 400, 1600, 6400, 25600),
         reviews_topics=4, reviews_words=4, reviews_max_new_tokens=4, reviews_enumerable=True,
-        arithmetic_max_operand=19,
+        arithmetic_max_operand=10,
         n_layer=2, n_head=4, n_embd=128, pretrain_steps=1000, pretrain_batch_size=128,
-        corpus_size=20000, preference_pairs=6000, rm_epochs=3,
-        rl_steps=150, rollout_batch_size=128,
+        corpus_size=20000, preference_pairs=3000, rm_epochs=2,
+        rl_steps=50, rollout_batch_size=128,
     ),
     "gpu": dict(
         bandit_arms=16, bt_comparisons=(25, 100, 400, 1600, 6400, 25600, 102400),
