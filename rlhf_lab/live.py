@@ -2,9 +2,11 @@
 
 ``LiveCurves`` is a callback. Every ``train(..., callback=live)`` calls it as
 ``live(step, metrics, history)`` after each log; it appends the new points of the keys it
-follows and, at most every ``min_interval`` seconds, replaces the displayed figure through an
-IPython display handle (``DisplayHandle().display(fig)``, then ``handle.update(fig)``), which
-works in JupyterLab and Colab alike. Used as a context manager, it draws the final figure when
+follows and, at most every ``min_interval`` seconds, replaces the displayed figure in place: an
+IPython display handle carries the figure's raw mimebundle (``plots.mimebundle``), so the
+front-end (JupyterLab, Notebook 7, VS Code, Colab) swaps the one output that has the handle's
+display id. (Handing the Figure itself to the handle would not work: a plotly Figure displays
+itself and drops the display id, so each redraw would add another figure.) Used as a context manager, it draws the final figure when
 training ends:
 
     with LiveCurves(["reward/gold", "reward/proxy"], title="...", yaxis="reward") as live:
@@ -90,13 +92,17 @@ class LiveCurves:
 
     def draw(self) -> None:
         """Show the current figure (first call) or replace the one shown."""
-        if self._handle is None:
-            from IPython.display import DisplayHandle
+        from IPython.core.interactiveshell import InteractiveShell
+        from IPython.display import DisplayHandle
 
+        if not InteractiveShell.initialized():
+            return  # a plain Python process (a script): there is nothing to draw on
+        bundle = plots.mimebundle(self.figure)
+        if self._handle is None:
             self._handle = DisplayHandle()
-            self._handle.display(self.figure)
+            self._handle.display(bundle, raw=True)
         else:
-            self._handle.update(self.figure)
+            self._handle.update(bundle, raw=True)
         self.redraws += 1
         self._last_draw = time.monotonic()
 

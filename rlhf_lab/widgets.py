@@ -1,8 +1,9 @@
 """Scans with two faces: live (an ipywidgets slider that recomputes) and static (a baked figure).
 
 In JupyterLab or Colab a scan is live: moving the slider calls the chapter's function again and
-replaces the figure in place through a display handle (which works in both front-ends, unlike
-FigureWidget). When a chapter is executed to build the book (``RLHF_LAB_STATIC=1``, set by
+replaces the figure under it in place: a display handle carries the figure's raw mimebundle
+(``plots.mimebundle``), which works with ipywidgets 7 and 8 and in JupyterLab, Notebook 7, VS Code
+and Colab alike, unlike FigureWidget. When a chapter is executed to build the book (``RLHF_LAB_STATIC=1``, set by
 ``python -m rlhf_lab.book``) there is no kernel behind the page, so the scan shows one plotly
 figure with a baked slider instead, every value precomputed. Introduced in chapter 01.
 """
@@ -33,7 +34,8 @@ def live_scan(
 ):
     """A slider over ``values``; each move redraws ``make_figure(value)`` in place.
 
-    Returns the ipywidgets slider; the figure is displayed under it with a display handle.
+    Returns the ipywidgets slider; the figure is displayed under it with a display handle
+    (``slider.handle``) whose every update replaces that one figure.
     """
     import ipywidgets as widgets
     from IPython.display import DisplayHandle, display
@@ -47,10 +49,10 @@ def live_scan(
                                      layout=widgets.Layout(width="60%"))
     display(slider)
     handle = DisplayHandle()
-    handle.display(make_figure(start))
+    handle.display(plots.mimebundle(make_figure(start)), raw=True)
 
     def redraw(change) -> None:
-        handle.update(make_figure(change["new"]))
+        handle.update(plots.mimebundle(make_figure(change["new"])), raw=True)
 
     slider.observe(redraw, names="value")
     slider.handle = handle  # so a test (or a curious student) can reach the figure
