@@ -1,9 +1,15 @@
 """Scans with two faces: live (an ipywidgets slider that recomputes) and static (a baked figure).
 
-In JupyterLab or Colab a scan is live: moving the slider calls the chapter's function again and
-replaces the figure under it in place: a display handle carries the figure's raw mimebundle
-(``plots.mimebundle``), which works with ipywidgets 7 and 8 and in JupyterLab, Notebook 7, VS Code
-and Colab alike, unlike FigureWidget. When a chapter is executed to build the book (``RLHF_LAB_STATIC=1``, set by
+In JupyterLab, Notebook 7, VS Code or Colab a scan is live: moving the slider calls the chapter's
+function again and redraws the one figure under the slider. The figure lives in an
+``ipywidgets.Output`` whose outputs are replaced by the figure's raw mimebundle
+(``show_figure``), which works with ipywidgets 7 and 8 and plotly 5 and 6+. Two simpler ways do
+not work: displaying the Figure through a display handle (a plotly Figure displays itself and
+drops the display id, so every move adds a figure), and updating a display id with the bundle
+(JupyterLab's plotly renderer ignores updates of a figure it has drawn). FigureWidget needs
+anywidget and fails in Colab.
+
+When a chapter is executed to build the book (``RLHF_LAB_STATIC=1``, set by
 ``python -m rlhf_lab.book``) there is no kernel behind the page, so the scan shows one plotly
 figure with a baked slider instead, every value precomputed. Introduced in chapter 01.
 """
@@ -25,6 +31,23 @@ def is_static() -> bool:
     return os.environ.get(STATIC_ENV, "").strip().lower() in {"1", "true", "yes"}
 
 
+def figure_output():
+    """An empty ``ipywidgets.Output`` to draw figures into with ``show_figure``."""
+    import ipywidgets as widgets
+
+    return widgets.Output(layout=widgets.Layout(width="100%"))
+
+
+def show_figure(output, fig: go.Figure) -> None:
+    """Make ``output`` (an ``ipywidgets.Output``) show ``fig`` and nothing else.
+
+    The Output's outputs are replaced, so the front-end draws the new figure with a fresh
+    renderer in the same place; this works from a widget callback, a training loop or another
+    thread alike, because it sets the widget's state instead of capturing display messages.
+    """
+    output.outputs = ({"output_type": "display_data", "data": plots.mimebundle(fig), "metadata": {}},)
+
+
 def live_scan(
     values: Sequence,
     make_figure: Callable[[object], go.Figure],
@@ -32,13 +55,13 @@ def live_scan(
     description: str,
     value=None,
 ):
-    """A slider over ``values``; each move redraws ``make_figure(value)`` in place.
+    """A slider over ``values``; each move redraws ``make_figure(value)`` in place under it.
 
-    Returns the ipywidgets slider; the figure is displayed under it with a display handle
-    (``slider.handle``) whose every update replaces that one figure.
+    Returns the ipywidgets slider; ``slider.output`` is the ``ipywidgets.Output`` that shows the
+    figure (displayed right under the slider).
     """
     import ipywidgets as widgets
-    from IPython.display import DisplayHandle, display
+    from IPython.display import display
 
     if len(values) == 0:
         raise ValueError("values must contain at least one value to scan")
@@ -47,15 +70,15 @@ def live_scan(
     slider = widgets.SelectionSlider(options=options, value=start, description=description,
                                      continuous_update=False, style={"description_width": "initial"},
                                      layout=widgets.Layout(width="60%"))
-    display(slider)
-    handle = DisplayHandle()
-    handle.display(plots.mimebundle(make_figure(start)), raw=True)
+    output = figure_output()
+    show_figure(output, make_figure(start))
 
     def redraw(change) -> None:
-        handle.update(plots.mimebundle(make_figure(change["new"])), raw=True)
+        show_figure(output, make_figure(change["new"]))
 
     slider.observe(redraw, names="value")
-    slider.handle = handle  # so a test (or a curious student) can reach the figure
+    slider.output = output  # so a test (or a curious student) can reach the figure
+    display(slider, output)
     return slider
 
 

@@ -1,10 +1,11 @@
-"""LiveCurves and live scans through IPython's real display machinery (no faked handle).
+"""LiveCurves through IPython's and ipywidgets' real machinery (no faked display handle).
 
 Each test runs under a real ``InteractiveShell`` and captures what IPython publishes to the
-front-end: every display message with its display id and whether it is an update. ``frontend``
-below applies those messages the way Jupyter front-ends do (a display appends an output; an
-update replaces the outputs that carry its display id), so "one figure, updated in place" is
-checked on the messages a browser would receive. The browser itself is tests/test_frontend.py.
+front-end, and records every state of the ``ipywidgets.Output`` that holds the live figure (the
+state the front-end is sent). ``frontend`` applies display messages as Jupyter front-ends do (a
+display appends an output; an update replaces the outputs with its display id). The browser
+itself — where JupyterLab's plotly renderer turned out to ignore display-id updates of a drawn
+figure — is tests/test_frontend.py.
 """
 
 import plotly.graph_objects as go
@@ -47,6 +48,17 @@ def points(figure_json: dict) -> list[int]:
     return [len(trace.get("x", [])) for trace in figure_json["data"]]
 
 
+def record(output) -> list[list[dict]]:
+    """Every state the Output widget's outputs take from now on: the figures it shows."""
+    states = []
+    output.observe(lambda change: states.append([o["data"][PLOTLY] for o in change["new"]]), names="outputs")
+    return states
+
+
+def widget_views(outputs) -> int:
+    return sum("application/vnd.jupyter.widget-view+json" in out.data for out in outputs)
+
+
 def test_a_figure_handed_to_a_display_handle_stacks_new_figures(shell):
     """The bug this module avoids: a plotly Figure ignores the handle's display id."""
     fig = go.Figure(go.Scatter(x=[0], y=[0]))
@@ -58,18 +70,21 @@ def test_a_figure_handed_to_a_display_handle_stacks_new_figures(shell):
     assert len(frontend(cap.outputs)) == 3
 
 
-def test_each_update_replaces_the_one_figure(shell):
+def test_each_update_redraws_the_one_figure(shell):
     curves = live.LiveCurves(["reward/gold", "kl/exact"], title="t", yaxis="y", min_interval=0, static=False)
     with capture_output() as cap:
         with curves:
             for step in range(4):
                 curves(step, {"reward/gold": 0.1 * step, "kl/exact": step, "other": 1.0}, None)
-                shown = frontend(cap.outputs)
-                assert len(shown) == 1 and points(shown[0]) == [step + 1, step + 1]
-    figures = [out for out in cap.outputs if PLOTLY in out.data]
-    assert [out.update for out in figures] == [False, True, True, True, True]
-    assert len({out.transient["display_id"] for out in figures}) == 1
-    (final,) = frontend(cap.outputs)
+                if step == 0:
+                    states = record(curves.output)
+                (shown,) = [o["data"][PLOTLY] for o in curves.output.outputs]
+                assert points(shown) == [step + 1, step + 1]
+    # the cell shows one widget (the Output) and no figure of its own; the Output showed one
+    # figure at a time, each with more points
+    assert widget_views(cap.outputs) == 1 and frontend(cap.outputs) == []
+    assert [[points(f) for f in state] for state in states] == [[[2, 2]], [[3, 3]], [[4, 4]], [[4, 4]]]
+    (final,) = [o["data"][PLOTLY] for o in curves.output.outputs]
     assert final["data"][0]["y"] == pytest.approx([0.0, 0.1, 0.2, 0.3])
     assert [t["name"] for t in final["data"]] == ["gold", "exact"]
     assert curves.redraws == 5
@@ -77,13 +92,14 @@ def test_each_update_replaces_the_one_figure(shell):
 
 def test_redraws_are_throttled_but_no_point_is_lost(shell):
     curves = live.LiveCurves(["loss"], title="t", min_interval=3600, static=False)
-    with capture_output() as cap:
+    with capture_output():
         with curves:
             for step in range(50):
                 curves(step, {"loss": 1.0 / (step + 1)}, None)
-    figures = [out for out in cap.outputs if PLOTLY in out.data]
-    assert [points(out.data[PLOTLY]) for out in figures] == [[1], [50]]  # first call, then exit
-    assert curves.redraws == 2 and len(frontend(cap.outputs)) == 1
+                if step == 0:
+                    states = record(curves.output)
+    assert [[points(f) for f in state] for state in states] == [[[50]]]  # then only the final one
+    assert curves.redraws == 2
 
 
 def test_static_mode_displays_the_final_figure_once(shell, monkeypatch):
@@ -117,15 +133,18 @@ def test_a_real_grpo_run_drives_the_curves(shell):
     tiny = dict(n_layer=1, n_head=2, n_embd=32, pretrain_steps=150, pretrain_batch_size=64, corpus_size=2000)
     ref, _ = pretrain_reference(world, get_scale("ci").replace(**tiny), progress=False)
     curves = live.LiveCurves(["reward/gold", "reward/mean"], title="t", min_interval=0, static=False)
+    states = []
     with capture_output() as cap:
         with curves:
             history = train_grpo(ref, world, GRPOConfig(steps=4, prompts_per_step=4, group_size=4, eval_every=2,
-                                                        progress=False), callback=curves)
+                                                        progress=False),
+                                 callback=lambda *a: (curves(*a), states.append(curves.output.outputs)))
     fig = curves.figure
     assert list(fig.data[0].x) == history.steps("reward/gold") == [0, 2, 4]
     assert list(fig.data[1].y) == pytest.approx(history["reward/mean"])
-    counts = [sum(points(out.data[PLOTLY])) for out in cap.outputs if PLOTLY in out.data]
-    assert counts == sorted(counts) and counts[-1] == 3 + 4 and len(counts) == 4 + 3 + 1
-    (final,) = frontend(cap.outputs)
-    assert points(final) == [3, 4]
+    assert all(len(state) == 1 for state in states)  # one figure at every moment
+    counts = [sum(points(state[0]["data"][PLOTLY])) for state in states]
+    assert counts == sorted(counts) and len(counts) == 4 + 3
+    (final,) = [o["data"][PLOTLY] for o in curves.output.outputs]
+    assert points(final) == [3, 4] and widget_views(cap.outputs) == 1
     assert torch.is_tensor(next(history.policy.parameters()))

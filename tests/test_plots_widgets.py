@@ -56,10 +56,12 @@ def test_live_scan_redraws_the_one_figure_under_the_slider(monkeypatch):
         assert calls == [3, 1]
         slider.value = 2
         assert calls == [3, 1, 2]
-    (shown,) = frontend(cap.outputs)  # one figure, the last value's
+    # the cell shows the slider and the Output under it, and no figure of its own
+    views = [out.data["application/vnd.jupyter.widget-view+json"]["model_id"] for out in cap.outputs
+             if "application/vnd.jupyter.widget-view+json" in out.data]
+    assert views == [slider.model_id, slider.output.model_id] and frontend(cap.outputs) == []
+    (shown,) = [o["data"][PLOTLY] for o in slider.output.outputs]  # one figure, the last value's
     assert shown["layout"]["title"]["text"] == "value 2" and shown["data"][0]["y"] == [2, 4]
-    assert sum(PLOTLY in out.data for out in cap.outputs) == 3  # one display and two updates
-    assert "application/vnd.jupyter.widget-view+json" in cap.outputs[0].data  # the slider first
 
 
 def test_setup_picks_the_renderer_for_where_it_runs(monkeypatch):
