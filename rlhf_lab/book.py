@@ -335,6 +335,39 @@ def build(*, executed: Path | None = None, output: Path = BUILD.parent) -> Path:
         return html
 
 
+# ---- the site's static assets: plotly.js and MathJax served with it, loaded once per page -----
+
+STATIC = ROOT / "book" / "_static"  # MathJax, vendored (book/_static/mathjax/README.md)
+PLOTLY_JS = "plotly.min.js"
+
+
+def plotly_js() -> Path:
+    """plotly.js as the installed plotly package ships it (the version its figures were made for)."""
+    import plotly
+
+    return Path(plotly.__file__).parent / "package_data" / PLOTLY_JS
+
+
+def setup(app) -> dict:
+    """Sphinx extension (``extra_extensions`` in book/_config.yml): the site works offline.
+
+    Figures made with ``plots.BOOK_RENDERER`` load neither plotly.js nor MathJax; this serves
+    plotly.js from ``_static/`` and loads it once in every page's <head> (before the figures'
+    inline scripts), and adds book/_static (MathJax, which ``mathjax_path`` points to) to the
+    site's static files.
+    """
+
+    def add_static(app, config) -> None:
+        folder = Path(app.doctreedir).parent / "rlhf_lab_static"
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(plotly_js(), folder / PLOTLY_JS)
+        config.html_static_path = [*config.html_static_path, str(folder), str(STATIC)]
+
+    app.connect("config-inited", add_static)
+    app.add_js_file(PLOTLY_JS)  # no defer: the figures' inline scripts call Plotly right away
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rlhf_lab.book", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["build", "notebooks", "check"])

@@ -27,9 +27,12 @@ SHARED = [
     # what rlhf_lab imports or depends on
     "ipywidgets", "plotly", "ipython", "traitlets", "transformers", "tokenizers", "datasets",
     "numpy", "pandas", "tqdm", "huggingface_hub", "safetensors",
-    # what runs a notebook's kernel, and builds a package from source as Colab's pip does
-    "ipykernel", "jupyter_client", "setuptools", "wheel",
+    # what runs a notebook's kernel
+    "ipykernel", "jupyter_client",
 ]
+# Left at what the CPU torch needs: torch 2.13 requires setuptools >= 77 (Colab's torch 2.11 lives
+# with its setuptools 75.2); Colab's pins of them would make pip upgrade them for torch's sake.
+NOT_PINNED = {"setuptools"}
 PIP = ["-m", "pip", "--disable-pip-version-check", "--quiet"]
 
 
@@ -73,7 +76,7 @@ def ensure() -> Path:
             base = Path(sys.base_prefix) / "bin" / "python3"
             subprocess.run([str(base), "-m", "venv", "--clear", str(folder)], check=True)
             constraints = folder / "colab-constraints.txt"
-            constraints.write_text("\n".join(f"{k}=={v}" for k, v in colab_pins().items()) + "\n")
+            constraints.write_text("".join(f"{k}=={v}\n" for k, v in colab_pins().items() if k not in NOT_PINNED))
             # torch first and unconstrained (its CPU build is not Colab's), then Colab's versions
             subprocess.run([str(python()), *PIP, "install", TORCH_SPEC], check=True)
             subprocess.run([str(python()), *PIP, "install", "-c", str(constraints), *shared_pins()], check=True)
