@@ -47,7 +47,7 @@ class _BookRenderer(pio.base_renderers.HtmlRenderer):
     loads plotly.js and MathJax once per page, from its own _static folder (works offline)."""
 
     def __init__(self) -> None:
-        super().__init__(connected=False, include_plotlyjs=False)
+        super().__init__()  # (plotly 5 has no include_plotlyjs argument; to_mimebundle sets it)
 
     def activate(self) -> None:
         pass  # nothing to load: the page has plotly.js already

@@ -1,0 +1,1 @@
+"""One module per algorithm: pure loss functions, a validated Config, and ``train(...) -> History``."""

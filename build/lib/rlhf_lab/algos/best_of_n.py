@@ -1,0 +1,508 @@
+"""Best-of-n and rejection sampling: draw n samples, keep the ones the reward model likes best.
+
+On an enumerable world the distribution of the kept sample is known exactly, so its KL from
+π_ref and its win rate can be compared with the analytic bounds instead of estimated.
+
+Rejection-sampling fine-tuning (Llama 2's "rejection sampling", ReST, RAFT) turns best-of-n
+into training: sample n completions per prompt, keep the best (``select_samples``), and
+fine-tune on them with the supervised loss, −mean log π(y_t | x, y_<t) over the kept tokens.
+The next round samples from the improved policy. Introduced in chapter 06.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import datasets
+import torch
+from torch import Tensor
+
+from rlhf_lab.algos.loop import (Callback, ExactEvaluator, SampledEvaluator, check_finite, default_evaluator, progress,
+                                 trainable_copy)
+from rlhf_lab.core import masked_mean, sequence_logprobs
+from rlhf_lab.history import History
+from rlhf_lab.rollout import Rollout, completion_logprobs, sample
+from rlhf_lab.worlds.base import TokenWorld
+
+RewardFn = Callable[[list[str], list[str]], Tensor]
+SELECTIONS = ("per_prompt", "overall")
+
+
+def _check_n(n: int) -> None:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an integer >= 1; got {n!r}")
+
+
+def _check_categorical(probs: Tensor, rewards: Tensor) -> None:
+    if probs.dim() != 1 or probs.shape != rewards.shape or probs.numel() == 0:
+        raise ValueError(
+            f"probs and rewards must both have shape (K,) with K >= 1; got {tuple(probs.shape)} "
+            f"and {tuple(rewards.shape)}"
+        )
+    total = probs.sum().item()
+    if bool((probs < 0).any()) or not math.isclose(total, 1.0, abs_tol=1e-5):
+        raise ValueError(f"probs must be nonnegative and sum to 1; got sum {total:.6g}")
+
+
+def bon_kl_bound(n: int) -> float:
+    """The upper bound log n − (n − 1)/n on KL(π_bon ‖ π_ref) (Beirami et al. 2024).
+
+    It is an equality only in the continuous limit (no two samples ever tie); for a categorical
+    π_ref the exact KL (:func:`exact_best_of_n`) is smaller and saturates as n grows.
+
+    Args:
+        n: the number of samples, an integer ≥ 1.
+
+    Returns:
+        The bound in nats (0 for n = 1).
+
+    Raises:
+        ValueError: if n is not an integer ≥ 1.
+
+    Introduced in chapter 06 (best-of-n).
+    """
+    _check_n(n)
+    # (eq-bon-kl)  KL(π_bon ‖ π_ref) ≤ log n − (n − 1)/n
+    return math.log(n) - (n - 1) / n
+
+
+def _rank_order(rewards: Tensor) -> Tensor:
+    """Indices of the outputs from worst to best: by reward, a tie won by the lower index."""
+    reversed_index = torch.arange(rewards.numel() - 1, -1, -1)
+    # a stable ascending sort of the reversed vector leaves tied outputs in descending index
+    # order, so among equal rewards the lowest index comes last, i.e. ranks best
+    order = torch.sort(rewards[reversed_index], stable=True).indices
+    return reversed_index[order]
+
+
+def exact_best_of_n(probs: Tensor, rewards: Tensor, n: int) -> Tensor:
+    """The exact distribution of the best of n i.i.d. samples from a categorical π_ref.
+
+    Outputs are totally ordered by reward, ties broken by index: of two outputs with the same
+    reward, the one with the lower index counts as better (so every draw has a unique best).
+    With F(y) the probability of drawing an output ranked at most y and F⁻(y) = F(y) − π(y),
+    the best of n is y exactly when all n draws rank ≤ y and not all rank < y. The reward of
+    the best sample does not depend on the tie rule; how the probability splits among tied
+    outputs does.
+
+    Args:
+        probs: π_ref over the K outputs (nonnegative, summing to 1).
+        rewards: the reward of each output.
+        n: the number of samples, an integer ≥ 1 (n = 1 returns probs).
+
+    Shape:
+        probs: (K,), introduced in chapter 06.
+        rewards: (K,), introduced in chapter 06.
+
+    Returns:
+        π_n of shape (K,), in the dtype of probs (computed in float64).
+
+    Raises:
+        ValueError: if n is not an integer ≥ 1, the shapes differ, or probs is not a
+            distribution.
+
+    Introduced in chapter 06 (best-of-n).
+    """
+    _check_n(n)
+    _check_categorical(probs, rewards)
+    order = _rank_order(rewards)
+    p_sorted = probs.detach().double()[order]  # (K,) worst to best
+    cdf = torch.cumsum(p_sorted, dim=0).clamp(max=1.0)  # F(y)
+    cdf_below = (cdf - p_sorted).clamp(min=0.0)  # F⁻(y)
+    # (eq-bon-exact)  π_n(y) = F(y)^n − F⁻(y)^n
+    pi_sorted = cdf**n - cdf_below**n
+    pi_n = torch.empty_like(pi_sorted)
+    pi_n[order] = pi_sorted
+    return pi_n.to(probs.dtype)
+
+
+def bon_win_rate(probs: Tensor, rewards: Tensor, n: int) -> float:
+    """P(the best of n beats a fresh sample from π_ref on reward), a reward tie counting ½.
+
+    At most n/(n + 1), with equality only when the reward has no atoms (continuous); n = 1
+    gives exactly ½.
+
+    Args:
+        probs: π_ref over the K outputs.
+        rewards: the reward of each output.
+        n: the number of samples, an integer ≥ 1.
+
+    Shape:
+        probs: (K,), introduced in chapter 06.
+        rewards: (K,), introduced in chapter 06.
+
+    Returns:
+        The win rate, a float in [0, 1].
+
+    Raises:
+        ValueError: as :func:`exact_best_of_n`.
+
+    Introduced in chapter 06 (best-of-n).
+    """
+    pi_n = exact_best_of_n(probs, rewards, n).double()
+    p, r = probs.detach().double(), rewards.detach().double()
+    below = (r.unsqueeze(0) < r.unsqueeze(1)).double()  # (K, K): [y, y'] = r(y') < r(y)
+    tied = (r.unsqueeze(0) == r.unsqueeze(1)).double()
+    # P(win) = Σ_y π_n(y) [P_ref(r < r(y)) + ½ P_ref(r = r(y))]
+    return (pi_n * ((below + 0.5 * tied) @ p)).sum().item()
+
+
+# -- sampling best-of-n from a policy ----------------------------------------------------------
+@dataclass
+class BestOfN:
+    """The result of :func:`best_of_n` for B prompts.
+
+    Attributes:
+        prompts: the B prompts.
+        completions: the best of the n samples of each prompt, length B.
+        rewards: their rewards. Shape: (B,).
+        samples: all n samples of each prompt, B lists of n texts.
+        sample_rewards: the reward of every sample. Shape: (B, n).
+    """
+
+    prompts: list[str]
+    completions: list[str]
+    rewards: Tensor
+    samples: list[list[str]]
+    sample_rewards: Tensor
+
+
+def best_of_n(
+    policy: torch.nn.Module,
+    world: TokenWorld,
+    prompts: Sequence[str],
+    n: int,
+    reward_fn: RewardFn,
+    *,
+    generator: torch.Generator | None = None,
+) -> BestOfN:
+    """Draw n completions of each prompt from ``policy`` and keep the one with the top reward.
+
+    A reward tie goes to the sample drawn first, so the kept sample is always one of the best.
+
+    Args:
+        policy: the causal LM to sample from (π_ref for plain best-of-n).
+        world: the token world (vocabulary, completion rules).
+        prompts: B prompts; a repeated prompt is a separate draw of n.
+        n: samples per prompt, an integer ≥ 1.
+        reward_fn: ``reward_fn(prompts, completions) -> Tensor (B·n,)``: a reward model's
+            scores, or ``world.gold_rewards``.
+        generator: a ``torch.Generator`` on the policy's device, for reproducible draws.
+
+    Returns:
+        A :class:`BestOfN`.
+
+    Introduced in chapter 06 (best-of-n).
+    """
+    _check_n(n)
+    prompts = list(prompts)
+    if not prompts:
+        raise ValueError("prompts must contain at least one prompt")
+    repeated = [x for x in prompts for _ in range(n)]  # prompt-major: row b holds samples b·n … b·n + n − 1
+    rollout = sample(policy, world, repeated, generator=generator)
+    rewards = torch.as_tensor(reward_fn(repeated, rollout.completions)).detach().float().cpu()
+    if rewards.shape != (len(repeated),):
+        raise ValueError(f"reward_fn must return shape ({len(repeated)},), got {tuple(rewards.shape)}")
+    rewards = rewards.view(len(prompts), n)  # (B, n)
+    samples = [rollout.completions[b * n: (b + 1) * n] for b in range(len(prompts))]
+    best = rewards.argmax(dim=1)  # (B,), the first of the tied maxima
+    return BestOfN(
+        prompts=prompts,
+        completions=[row[i] for row, i in zip(samples, best.tolist())],
+        rewards=rewards.gather(1, best[:, None]).squeeze(1),
+        samples=samples,
+        sample_rewards=rewards,
+    )
+
+
+# -- rejection sampling ------------------------------------------------------------------------
+def select_samples(rewards: Tensor, keep: int, selection: str = "per_prompt") -> Tensor:
+    """Which samples rejection sampling keeps: the same budget, two ways of spending it.
+
+    * ``per_prompt`` — the ``keep`` best samples of every prompt (best-of-n when keep = 1):
+      every prompt is represented equally.
+    * ``overall`` — the ``keep``·B best samples of the whole batch, wherever they come from:
+      prompts that are easy for the policy (many high-reward samples) take most of the budget
+      and hard ones may get nothing.
+
+    Ties are broken towards the lower index (the sample drawn first).
+
+    Args:
+        rewards: the reward of each of n samples of B prompts.
+        keep: samples kept per prompt (on average, for ``overall``), 1 ≤ keep ≤ n.
+        selection: ``"per_prompt"`` or ``"overall"``.
+
+    Shape:
+        rewards: (B, n), introduced in chapter 06.
+
+    Returns:
+        A bool mask of shape (B, n) with exactly keep·B entries set.
+
+    Raises:
+        ValueError: on a keep outside 1 … n, an unknown selection, or rewards that are not (B, n).
+
+    Introduced in chapter 06 (rejection sampling).
+    """
+    if rewards.ndim != 2 or rewards.numel() == 0:
+        raise ValueError(f"rewards must have shape (B, n) with B, n ≥ 1, got {tuple(rewards.shape)}")
+    b, n = rewards.shape
+    if isinstance(keep, bool) or not isinstance(keep, int) or not 1 <= keep <= n:
+        raise ValueError(f"keep must be an integer in 1 … n = {n}; got {keep!r}")
+    if selection not in SELECTIONS:
+        raise ValueError(f"selection must be one of {SELECTIONS}; got {selection!r}")
+    mask = torch.zeros(b, n, dtype=torch.bool)
+    # a stable descending sort puts the first-drawn of tied samples first
+    if selection == "per_prompt":
+        top = torch.sort(rewards.detach().cpu(), dim=1, descending=True, stable=True).indices[:, :keep]  # (B, keep)
+        mask.scatter_(1, top, True)
+    else:
+        top = torch.sort(rewards.detach().cpu().flatten(), descending=True, stable=True).indices[: keep * b]
+        mask.view(-1)[top] = True
+    return mask
+
+
+def rejection_sampling_dataset(
+    policy: torch.nn.Module,
+    world: TokenWorld,
+    prompts: Sequence[str],
+    n: int,
+    reward_fn: RewardFn,
+    *,
+    keep: int = 1,
+    selection: str = "per_prompt",
+    generator: torch.Generator | None = None,
+) -> datasets.Dataset:
+    """Sample n completions per prompt, keep the best by :func:`select_samples`.
+
+    Returns:
+        A ``datasets.Dataset`` with columns ``prompt``, ``completion``, ``reward``: keep·B rows,
+        in prompt order, the supervised data of one round of rejection sampling.
+
+    Introduced in chapter 06 (rejection sampling).
+    """
+    drawn = best_of_n(policy, world, prompts, n, reward_fn, generator=generator)
+    mask = select_samples(drawn.sample_rewards, keep, selection)
+    rows = mask.nonzero().tolist()  # (keep·B, 2) as [prompt row, sample]
+    return datasets.Dataset.from_dict({
+        "prompt": [drawn.prompts[b] for b, _ in rows],
+        "completion": [drawn.samples[b][i] for b, i in rows],
+        "reward": [float(drawn.sample_rewards[b, i]) for b, i in rows],
+    })
+
+
+# -- completions as tensors: shared by supervised fine-tuning and DPO ----------------------------
+def encode_texts(world: TokenWorld, prompts: Sequence[str], completions: Sequence[str], device=None) -> Rollout:
+    """(prompt, completion) texts encoded as a ``Rollout``, so the sampler's log-prob code applies.
+
+    Prompts are left-padded and completions right-padded, as ``rollout.sample`` lays them out;
+    ``logp`` is left at 0 (nothing was sampled).
+
+    Raises:
+        ValueError: the lists differ in length, or a completion is empty.
+
+    Introduced in chapter 06; DPO (chapter 07) encodes its chosen and rejected texts with it.
+    """
+    prompts, completions = list(prompts), list(completions)
+    if len(prompts) != len(completions):
+        raise ValueError(
+            f"prompts and completions must have the same length, got {len(prompts)} and {len(completions)}"
+        )
+    if not prompts:
+        raise ValueError("completions must hold at least one completion")
+    empty = [i for i, y in enumerate(completions) if not y.split()]
+    if empty:
+        raise ValueError(f"completions must not be empty (a completion has at least EOS); empty at rows {empty[:5]}")
+    p_rows = [torch.tensor(world.encode(x)) for x in prompts]
+    c_rows = [torch.tensor(world.encode(y)) for y in completions]
+    pad = world.pad_id
+    prompt_ids = torch.nn.utils.rnn.pad_sequence(p_rows, batch_first=True, padding_value=pad, padding_side="left")
+    completion_ids = torch.nn.utils.rnn.pad_sequence(c_rows, batch_first=True, padding_value=pad)
+    prompt_mask = torch.nn.utils.rnn.pad_sequence(
+        [torch.ones(len(r), dtype=torch.long) for r in p_rows], batch_first=True, padding_side="left")
+    completion_mask = torch.nn.utils.rnn.pad_sequence(
+        [torch.ones(len(r), dtype=torch.long) for r in c_rows], batch_first=True)
+    return Rollout(
+        prompts=prompts, completions=completions,
+        prompt_ids=prompt_ids.to(device), prompt_mask=prompt_mask.to(device),
+        completion_ids=completion_ids.to(device), completion_mask=completion_mask.to(device),
+        logp=torch.zeros(completion_ids.shape, device=device), eos_id=world.eos_id,
+    )
+
+
+def take(batch: Rollout, rows: Tensor) -> Rollout:
+    """The rows ``rows`` (indices) of an encoded batch. Shape: rows (b,) → a b-row Rollout."""
+    index = rows.tolist()
+    return Rollout(
+        prompts=[batch.prompts[i] for i in index], completions=[batch.completions[i] for i in index],
+        prompt_ids=batch.prompt_ids[rows], prompt_mask=batch.prompt_mask[rows],
+        completion_ids=batch.completion_ids[rows], completion_mask=batch.completion_mask[rows],
+        logp=batch.logp[rows], eos_id=batch.eos_id,
+    )
+
+
+def sequence_logps(policy: torch.nn.Module, world: TokenWorld, batch: Rollout, average: bool = False) -> Tensor:
+    """log π(y | x) of each encoded completion: the sum of its token log-probs, or their mean.
+
+    Masked like the sampler and ``exact.completion_logprobs`` (so on an enumerable world the
+    sum equals the exact log-prob). Keeps the autograd graph.
+
+    Shape: → (B,). Introduced in chapter 06.
+    """
+    token_logp = completion_logprobs(policy, batch, world)  # (B, T), 0 on padding
+    return sequence_logprobs(token_logp, batch.completion_mask, average=average)
+
+
+def sft_loss(token_logp: Tensor, mask: Tensor) -> tuple[Tensor, dict[str, float]]:
+    """The supervised (behaviour-cloning) loss: mean negative log-likelihood per kept token.
+
+    Args:
+        token_logp: log π_θ(y_t | x, y_<t) of the kept completions' tokens.
+        mask: 1 for completion tokens (EOS included), 0 for padding.
+
+    Shape:
+        token_logp: (B, T), introduced in chapter 06.
+        mask: (B, T), introduced in chapter 06.
+
+    Returns:
+        ``(loss, stats)`` with stats ``nll`` (the loss) and ``seq_logp`` (mean log π(y | x)).
+    """
+    # (eq-sft)  L(θ) = −(1/Σ|y|) Σ_i Σ_t log π_θ(y_{i,t} | x_i, y_{i,<t})
+    loss = -masked_mean(token_logp, mask)
+    stats = {"nll": loss.item(), "seq_logp": sequence_logprobs(token_logp.detach(), mask).mean().item()}
+    return loss, stats
+
+
+# -- rejection-sampling fine-tuning ---------------------------------------------------------------
+@dataclass
+class RejectionSamplingConfig:
+    """Hyperparameters of :func:`train_rejection_sampling`; validated on construction (chapter 06).
+
+    Attributes:
+        rounds: sample → select → fine-tune rounds, ≥ 1; typical 1 … 5 (Llama 2: 4).
+        prompts_per_round: B ≥ 1, prompts sampled per round (spread evenly over the world's).
+        n: samples per prompt, ≥ 1; typical 4 … 64.
+        keep: samples kept per prompt (on average for ``overall``), 1 ≤ keep ≤ n.
+        selection: ``"per_prompt"`` or ``"overall"`` (see :func:`select_samples`).
+        epochs: supervised passes over each round's kept samples, ≥ 1; typical 1 … 3.
+        lr: η > 0, Adam learning rate; 1e-4 … 1e-3 for the tiny policies (1e-5 for real LLMs).
+        batch_size: kept samples per gradient step, ≥ 1; typical 32 … 128.
+        max_grad_norm: gradient-norm clip, > 0; typical 1.0.
+        seed: seeds the prompt order, the samples and the shuffling.
+        progress: show a tqdm progress bar.
+    """
+
+    rounds: int = 3
+    prompts_per_round: int = 64
+    n: int = 8
+    keep: int = 1
+    selection: str = "per_prompt"
+    epochs: int = 2
+    lr: float = 5e-4
+    batch_size: int = 32
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        checks = {
+            "rounds": (self.rounds >= 1, ">= 1"),
+            "prompts_per_round": (self.prompts_per_round >= 1, ">= 1"),
+            "n": (self.n >= 1, ">= 1"),
+            "keep": (1 <= self.keep <= max(self.n, 1), f"in 1 … n = {self.n}"),
+            "selection": (self.selection in SELECTIONS, f"one of {SELECTIONS}"),
+            "epochs": (self.epochs >= 1, ">= 1"),
+            "lr": (self.lr > 0, "> 0"),
+            "batch_size": (self.batch_size >= 1, ">= 1"),
+            "max_grad_norm": (self.max_grad_norm > 0, "> 0"),
+        }
+        for name, (ok, allowed) in checks.items():
+            if not ok:  # a NaN fails every comparison, so it is rejected too
+                raise ValueError(f"RejectionSamplingConfig.{name} must be {allowed}; got {getattr(self, name)!r}")
+
+
+def train_rejection_sampling(
+    policy: torch.nn.Module,
+    world: TokenWorld,
+    config: RejectionSamplingConfig,
+    callback: Callback | None = None,
+    *,
+    reward_fn: RewardFn | None = None,
+    ref_policy: torch.nn.Module | None = None,
+    evaluator: ExactEvaluator | SampledEvaluator | None = None,
+) -> History:
+    """Rejection-sampling fine-tuning of a copy of ``policy`` (chapter 06).
+
+    Each round: 1) sample n completions for each of B prompts from the current policy;
+    2) keep the best (``config.selection``); 3) ``config.epochs`` passes of :func:`sft_loss` on
+    the kept samples; 4) log. Per gradient step: ``loss/sft``, ``stats/grad_norm``; per round
+    (at the step that ends it): ``reward/sampled`` and ``reward/kept`` (mean reward of all and
+    of the kept samples) and, on an enumerable world, the exact ``reward/gold``, ``kl/exact``,
+    ``entropy/exact`` (also at step 0).
+
+    Args:
+        policy: the starting policy; not modified (a copy is trained).
+        world: a token world.
+        config: a :class:`RejectionSamplingConfig`.
+        callback: called as ``callback(step, metrics, history)`` after every log.
+        reward_fn: ``reward_fn(prompts, completions) -> Tensor (B,)`` that ranks the samples,
+            e.g. a reward model; default the world's gold reward.
+        ref_policy: π_ref of the exact KL; default ``policy``.
+        evaluator: a prepared ``ExactEvaluator`` (saves enumerating again across runs); by
+            default exact on an enumerable world, else a ``SampledEvaluator``.
+
+    Returns:
+        The ``History``; the trained policy is ``history.policy``.
+    """
+    ref_policy = policy if ref_policy is None else ref_policy
+    if evaluator is None:
+        evaluator = default_evaluator(world, ref_policy)
+    score = reward_fn or world.gold_rewards
+    model = trainable_copy(policy)
+    device = next(model.parameters()).device
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    gen = torch.Generator(device=device).manual_seed(config.seed)
+    cpu_gen = torch.Generator().manual_seed(config.seed)
+    history = History()
+    history.policy = model
+
+    def log(step: int, metrics: dict[str, float]) -> None:
+        history.log(step, metrics)
+        if callback is not None:
+            callback(step, metrics, history)
+
+    log(0, evaluator(model))
+    step = 0
+    bar = progress(config.rounds, "rejection sampling", config.progress)
+    for _ in range(config.rounds):
+        # 1) sample and 2) select, with the policy as it is now
+        rows = (torch.arange(config.prompts_per_round) % len(world.prompts))[
+            torch.randperm(config.prompts_per_round, generator=cpu_gen)]
+        prompts = [world.prompts[i] for i in rows.tolist()]
+        drawn = best_of_n(model, world, prompts, config.n, score, generator=gen)
+        mask = select_samples(drawn.sample_rewards, config.keep, config.selection)
+        kept = mask.nonzero().tolist()
+        batch = encode_texts(world, [prompts[b] for b, _ in kept], [drawn.samples[b][i] for b, i in kept], device)
+        # 3) supervised passes over the kept samples
+        for _ in range(config.epochs):
+            order = torch.randperm(len(kept), generator=cpu_gen)
+            for start in range(0, len(kept), config.batch_size):
+                mini = take(batch, order[start: start + config.batch_size])
+                loss, _ = sft_loss(completion_logprobs(model, mini, world), mini.completion_mask)
+                check_finite(step, loss.detach(), history)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                opt.step()
+                step += 1
+                log(step, {"loss/sft": loss.item(), "stats/grad_norm": float(grad_norm)})
+        # 4) log the round
+        metrics = {"reward/sampled": drawn.sample_rewards.mean().item(),
+                   "reward/kept": drawn.sample_rewards[mask].mean().item()}
+        metrics.update(evaluator(model))
+        log(step, metrics)
+        bar.update()
+    bar.close()
+    model.eval()
+    return history

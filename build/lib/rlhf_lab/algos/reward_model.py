@@ -1,0 +1,244 @@
+"""Reward models from pairwise preferences: the Bradley–Terry loss and a short training loop.
+
+A preference pair is a prompt x with two completions, y_w (chosen) and y_l (rejected). Under
+Bradley–Terry P(y_w ≻ y_l | x) = σ(r(x, y_w) − r(x, y_l)), so maximum likelihood is
+
+    L = −E[log σ(r(x, y_w) − r(x, y_l) − m)]                                       (eq. 5.1)
+
+with an optional margin m ≥ 0 (Llama 2 uses one that grows with how strongly raters preferred
+y_w). Only reward differences are identified, so after training we shift and scale the RM to
+mean 0, std 1 on reference samples (``normalise_rewards``): the scale then means the same
+thing in every chapter that uses it as a reward.
+
+Introduced in chapter 05.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from rlhf_lab.history import History
+
+COLUMNS = ("prompt", "chosen", "rejected")
+
+
+def bradley_terry_loss(
+    r_chosen: torch.Tensor, r_rejected: torch.Tensor, margin: torch.Tensor | float | None = None
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Mean negative log-likelihood of the preferences under Bradley–Terry (eq. 5.1).
+
+    Args:
+        r_chosen: rewards of the chosen completions. Shape: (B,).
+        r_rejected: rewards of the rejected completions. Shape: (B,).
+        margin: m, subtracted from each difference. Shape: (B,) or a float; None means 0.
+
+    Returns:
+        (loss, stats): stats has ``accuracy`` (fraction with r_chosen > r_rejected),
+        ``margin`` (mean r_chosen − r_rejected), ``chosen`` and ``rejected`` (mean rewards).
+    """
+    if r_chosen.ndim != 1 or r_chosen.shape != r_rejected.shape:
+        raise ValueError(
+            "r_chosen and r_rejected must both have shape (B,), "
+            f"got {tuple(r_chosen.shape)} and {tuple(r_rejected.shape)}"
+        )
+    diff = r_chosen - r_rejected  # (B,)
+    shifted = diff
+    if margin is not None:
+        margin = torch.as_tensor(margin, dtype=diff.dtype, device=diff.device)
+        if margin.ndim not in (0, 1) or (margin.ndim == 1 and margin.shape != diff.shape):
+            raise ValueError(f"margin must be a float or have shape {tuple(diff.shape)}, got {tuple(margin.shape)}")
+        shifted = diff - margin
+    # eq. 5.1; logsigmoid is stable where log(sigmoid(·)) underflows
+    loss = -F.logsigmoid(shifted).mean()
+    stats = {
+        "accuracy": (diff > 0).float().mean().item(),
+        "margin": diff.mean().item(),
+        "chosen": r_chosen.mean().item(),
+        "rejected": r_rejected.mean().item(),
+    }
+    return loss, stats
+
+
+def _check_dataset(dataset, name: str) -> None:
+    missing = [c for c in COLUMNS if c not in dataset.column_names]
+    if missing:
+        raise ValueError(f"{name} needs columns {list(COLUMNS)}; missing {missing}")
+    if len(dataset) == 0:
+        raise ValueError(f"{name} is empty")
+
+
+def _pair_scores(rm, tokenizer, prompts, chosen, rejected, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """r(x, y_w), r(x, y_l) in one forward pass over 2B texts. Shape: → (B,), (B,)."""
+    texts = [f"{p} {c}" for p, c in zip(prompts, chosen)] + [f"{p} {r}" for p, r in zip(prompts, rejected)]
+    enc = tokenizer(texts, padding=True, return_tensors="pt").to(device)
+    scores = rm.raw_forward(enc["input_ids"], enc["attention_mask"])  # (2B,)
+    return scores[: len(prompts)], scores[len(prompts):]
+
+
+@torch.no_grad()
+def preference_accuracy(rm, tokenizer, dataset, batch_size: int = 256) -> float:
+    """Fraction of pairs the RM orders correctly (r(x, y_w) > r(x, y_l))."""
+    _check_dataset(dataset, "dataset")
+    device = next(rm.parameters()).device
+    was_training = rm.training
+    rm.eval()
+    correct = 0
+    for start in range(0, len(dataset), batch_size):
+        batch = dataset[start: start + batch_size]
+        r_c, r_r = _pair_scores(rm, tokenizer, batch["prompt"], batch["chosen"], batch["rejected"], device)
+        correct += int((r_c > r_r).sum())
+    rm.train(was_training)
+    return correct / len(dataset)
+
+
+def train_reward_model(
+    rm,
+    tokenizer,
+    train_dataset,
+    *,
+    eval_dataset=None,
+    epochs: int = 1,
+    lr: float = 3e-3,
+    batch_size: int = 32,
+    seed: int = 0,
+    weight_decay: float = 0.0,
+    progress: bool = True,
+) -> History:
+    """Fit ``rm`` to preference pairs by minimising the Bradley–Terry loss (eq. 5.1).
+
+    Args:
+        rm: a ``models.RewardModel`` (its raw, un-normalised score is trained).
+        tokenizer: tokenizes ``prompt + " " + completion``.
+        train_dataset, eval_dataset: ``datasets.Dataset`` with columns prompt, chosen, rejected.
+        epochs: passes over the training pairs (≥ 1).
+        lr: AdamW learning rate (> 0); 1e-3 … 3e-3 for the tiny models (reviews world at ci,
+            2,000 pairs, 2 epochs: held-out accuracy 0.80 at 3e-3, 0.67 at 1e-3).
+        batch_size: pairs per step (≥ 1).
+        seed: shuffling seed.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        History with, per step, ``rm/loss`` and ``rm/accuracy`` (batch), and per epoch (at the
+        step that ends it) ``rm/epoch_loss``, ``rm/train_accuracy`` and, with an eval set,
+        ``rm/eval_accuracy``.
+    """
+    from tqdm.auto import tqdm
+
+    if epochs < 1:
+        raise ValueError(f"epochs must be ≥ 1, got {epochs}")
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+    _check_dataset(train_dataset, "train_dataset")
+    if eval_dataset is not None:
+        _check_dataset(eval_dataset, "eval_dataset")
+
+    device = next(rm.parameters()).device
+    opt = torch.optim.AdamW(rm.parameters(), lr=lr, weight_decay=weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    history = History()
+    n = len(train_dataset)
+    steps_per_epoch = -(-n // batch_size)
+    step = 0
+    bar = tqdm(total=epochs * steps_per_epoch, desc="reward model", disable=not progress)
+    for epoch in range(epochs):
+        rm.train()
+        order = torch.randperm(n, generator=gen).tolist()
+        losses, correct = [], 0
+        for start in range(0, n, batch_size):
+            batch = train_dataset[order[start: start + batch_size]]
+            r_c, r_r = _pair_scores(rm, tokenizer, batch["prompt"], batch["chosen"], batch["rejected"], device)
+            loss, stats = bradley_terry_loss(r_c, r_r)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"reward-model loss became {loss.item()} at step {step}; last finite metrics: {history.last()}"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item() * len(r_c))
+            correct += round(stats["accuracy"] * len(r_c))
+            history.log(step, {"rm/loss": loss, "rm/accuracy": stats["accuracy"]})
+            step += 1
+            bar.update()
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        summary = {"rm/epoch_loss": sum(losses) / n, "rm/train_accuracy": correct / n}
+        if eval_dataset is not None:
+            summary["rm/eval_accuracy"] = preference_accuracy(rm, tokenizer, eval_dataset)
+        history.log(step - 1, summary)
+    bar.close()
+    rm.eval()
+    return history
+
+
+@torch.no_grad()
+def normalise_rewards(rm, tokenizer, texts: list[str], batch_size: int = 256) -> tuple[float, float]:
+    """Set ``rm.reward_mean`` / ``rm.reward_std`` to the raw scores' mean and std on ``texts``.
+
+    Use reference samples (prompt + completion drawn from π_ref): afterwards the RM's output
+    has mean 0 and std 1 under π_ref. Returns (mean, std).
+    """
+    if len(texts) < 2:
+        raise ValueError(f"texts must hold at least 2 texts to estimate a std, got {len(texts)}")
+    raw = rm.score_texts(texts, tokenizer, batch_size=batch_size, raw=True)
+    mean, std = raw.mean().item(), raw.std().item()
+    if not std > 0:
+        raise ValueError("the reward model gives every text the same score; its std is 0, cannot normalise")
+    rm.reward_mean.fill_(mean)
+    rm.reward_std.fill_(std)
+    return mean, std
+
+
+def label_ceiling(chosen_gold: torch.Tensor, rejected_gold: torch.Tensor, label_noise: float) -> float:
+    """The best held-out accuracy any reward model can expect on labels drawn with noise τ.
+
+    A labeller who prefers a with probability σ((r_a − r_b)/τ) (``data.preference_dataset``)
+    disagrees with the gold ordering on some pairs, and no model can predict a coin flip. The
+    Bayes classifier picks the gold-better completion and is right with probability
+
+        ceiling = mean over pairs of max(σ(Δ/τ), 1 − σ(Δ/τ)),   Δ = r(y_w) − r(y_l)
+
+    which depends on |Δ| only, so it is the same whichever completion the label chose.
+
+    Args:
+        chosen_gold: gold rewards of the chosen completions.
+        rejected_gold: gold rewards of the rejected completions.
+        label_noise: τ ≥ 0, the Bradley–Terry temperature of the labels (0: noiseless, ties ½).
+
+    Shape:
+        chosen_gold: (B,), introduced in chapter 05.
+        rejected_gold: (B,), introduced in chapter 05.
+
+    Returns:
+        The expected accuracy of the Bayes classifier, in [½, 1].
+    """
+    chosen_gold = torch.as_tensor(chosen_gold, dtype=torch.float64)
+    rejected_gold = torch.as_tensor(rejected_gold, dtype=torch.float64)
+    if chosen_gold.ndim != 1 or chosen_gold.shape != rejected_gold.shape or chosen_gold.numel() == 0:
+        raise ValueError(
+            "chosen_gold and rejected_gold must both have shape (B,) with B ≥ 1, "
+            f"got {tuple(chosen_gold.shape)} and {tuple(rejected_gold.shape)}"
+        )
+    if not label_noise >= 0:
+        raise ValueError(f"label_noise must be ≥ 0 (τ, the Bradley–Terry temperature), got {label_noise}")
+    gap = (chosen_gold - rejected_gold).abs()
+    # (eq-label-ceiling); at τ = 0 a tie is a coin flip and any other pair is certain
+    right = torch.sigmoid(gap / label_noise) if label_noise > 0 else torch.where(gap > 0, 1.0, 0.5)
+    return float(right.double().mean())
+
+
+@torch.no_grad()
+def enumerated_rewards(rm, tokenizer, enumeration, batch_size: int = 1024) -> torch.Tensor:
+    """The reward model's score of every (prompt, completion) of an ``exact.Enumeration``.
+
+    The proxy table the exact metrics need: pass it as ``proxy`` to ``ExactEvaluator`` or
+    ``Enumeration.metrics``, or look rewards up in it instead of running the model again.
+
+    Returns:
+        float64 tensor (P, K) in the enumeration's order, on the CPU.
+    """
+    texts = [f"{x} {y}" for x in enumeration.prompts for y in enumeration.completions]
+    scores = rm.score_texts(texts, tokenizer, batch_size=batch_size)
+    return scores.double().view(enumeration.shape)

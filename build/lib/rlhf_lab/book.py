@@ -1,0 +1,390 @@
+"""Build tooling for the book and the Colab notebooks (``python -m rlhf_lab.book``).
+
+    python -m rlhf_lab.book build       # execute every chapter, build book/_build/html
+    python -m rlhf_lab.book notebooks   # sync Colab URLs from book/_config.yml, regenerate notebooks/
+    python -m rlhf_lab.book check       # fail if notebooks/ or the Colab URLs drifted
+
+Chapters are MyST Markdown notebooks in ``chapters/`` — the source of truth. ``notebooks/*.ipynb``
+are generated from them without outputs, for Colab. The repository the Colab badge and the
+install cell point to is ``repository.url`` in ``book/_config.yml``: one setting for a fork.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "book" / "_config.yml"
+TOC = ROOT / "_toc.yml"
+CHAPTERS = ROOT / "chapters"
+NOTEBOOKS = ROOT / "notebooks"
+BUILD = ROOT / "book" / "_build"
+
+_BADGE = re.compile(r"https://colab\.research\.google\.com/github/[^)\s]+?/notebooks/(?P<name>[\w.-]+\.ipynb)")
+_INSTALL = re.compile(r"rlhf_lab @ git\+https://github\.com/[\w.-]+/[\w.-]+")
+
+
+def _yaml(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text())
+
+
+def repository() -> tuple[str, str]:
+    """(owner/name, branch) of the course repository, from book/_config.yml."""
+    repo = _yaml(CONFIG)["repository"]
+    url = repo["url"].rstrip("/")
+    m = re.match(r"https://github\.com/([\w.-]+/[\w.-]+)$", url)
+    if not m:
+        raise ValueError(f"repository.url in {CONFIG} must look like https://github.com/OWNER/NAME, got {url!r}")
+    return m.group(1), repo.get("branch", "main")
+
+
+def chapter_paths() -> list[Path]:
+    """The chapters in table-of-contents order."""
+    toc = _yaml(TOC)
+    entries = toc.get("chapters", []) + [c for part in toc.get("parts", []) for c in part.get("chapters", [])]
+    files = [c["file"] for c in entries]
+    return [ROOT / f"{f}.md" for f in files if f.startswith("chapters/")]
+
+
+def synced_source(path: Path) -> str:
+    """The chapter's text with its Colab badge and install cell pointing at the configured repo."""
+    slug, branch = repository()
+    text = path.read_text()
+    text = _BADGE.sub(lambda m: f"https://colab.research.google.com/github/{slug}/blob/{branch}/notebooks/{m.group('name')}", text)
+    return _INSTALL.sub(f"rlhf_lab @ git+https://github.com/{slug}", text)
+
+
+# ---- MyST -> plain Markdown, for notebooks/ (Colab renders no MyST) --------------------------
+# The book keeps the MyST (citations, numbered equations, cross-references); a notebook gets the
+# same text as plain Markdown: "Author (Year)" citations and a References cell, equations numbered
+# with \tag{n} and referenced as "(n)", directives as block quotes, labels dropped.
+
+BIB = ROOT / "book" / "references.bib"
+_ROLE = re.compile(r"\{(?P<role>[\w:-]+)\}`(?P<body>[^`]*)`")
+_EQ_LABEL = re.compile(r"^(?P<indent>[ \t]*)\$\$[ \t]*\((?P<label>[\w:.-]+)\)[ \t]*$", re.M)
+_TARGET = re.compile(r"^[ \t]*\([\w:.-]+\)=[ \t]*\n?", re.M)
+_FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|:{3,})\{(?P<name>[\w:-]+)\}[ \t]*(?P<arg>.*)$")
+_ACCENTS = {"'": "\u0301", "`": "\u0300", '"': "\u0308", "^": "\u0302", "~": "\u0303", "c": "\u0327",
+            "v": "\u030c", "u": "\u0306", "=": "\u0304", ".": "\u0307", "H": "\u030b"}
+
+
+def _delatex(text: str) -> str:
+    """BibTeX text as plain Unicode: accents (``{\\'e}`` -> é), braces and ``--`` dropped."""
+    import unicodedata
+
+    def accent(m: re.Match) -> str:
+        return unicodedata.normalize("NFC", m.group(2) + _ACCENTS[m.group(1)])
+
+    text = re.sub(r"\\([\'`\"^~cvu=.H])\s*\{?([A-Za-z])\}?", accent, text)
+    return re.sub(r"\s+", " ", text.replace("{", "").replace("}", "").replace("--", "\u2013")).strip()
+
+
+def bibliography(path: Path = BIB) -> dict[str, dict[str, str]]:
+    """The entries of a BibTeX file: key -> fields (plain text), plus ``type``."""
+    entries = {}
+    for m in re.finditer(r"@(\w+)\s*\{\s*([^,\s]+)\s*,(.*?)\n\}", path.read_text(), re.S):
+        fields = {"type": m.group(1).lower()}
+        for f in re.finditer(r"(\w+)\s*=\s*(\{(?:[^{}]|\{(?:[^{}]|\{[^{}]*\})*\})*\}|\"[^\"]*\"|\d+)", m.group(3)):
+            fields[f.group(1).lower()] = _delatex(f.group(2).strip('"')[1:-1] if f.group(2)[0] in "{\"" else f.group(2))
+        entries[m.group(2)] = fields
+    return entries
+
+
+def _surnames(entry: dict[str, str]) -> list[str]:
+    names = [a.strip() for a in entry.get("author", "Anonymous").split(" and ")]
+    return [n.split(",")[0].strip() if "," in n else n.split()[-1] for n in names]
+
+
+def _authors_short(entry: dict[str, str]) -> str:
+    names = _surnames(entry)
+    if len(names) >= 3 or "others" in names:
+        return f"{names[0]} et al."
+    return " and ".join(names)
+
+
+def _reference(entry: dict[str, str]) -> str:
+    names = [a.strip() for a in entry.get("author", "").split(" and ")]
+    full = []
+    for n in names:
+        if n == "others":
+            full.append("et al.")
+        elif "," in n:
+            last, first = n.split(",", 1)
+            full.append(f"{first.strip()} {last.strip()}")
+        else:
+            full.append(n)
+    authors = ", ".join(full).replace(", et al.", " et al.")
+    venue = entry.get("journal") or entry.get("booktitle") or entry.get("publisher") or entry.get("note") or ""
+    return f"{authors} ({entry.get('year', 'n.d.')}). {entry.get('title', '')}." + (f" *{venue}*." if venue else "")
+
+
+def equation_numbers() -> dict[str, tuple[str, int]]:
+    """Every labelled equation of every chapter: label -> (chapter number "NN", n), numbered from 1
+    in each chapter in order of appearance, as the book numbers them."""
+    numbers = {}
+    for path in chapter_paths():
+        for n, m in enumerate(_EQ_LABEL.finditer(path.read_text()), start=1):
+            numbers[m.group("label")] = (path.stem[:2], n)
+    return numbers
+
+
+def _directive(lines: list[str], k: int, m: re.Match) -> tuple[list[str], int]:
+    """A fenced MyST directive from lines[k] as plain Markdown; returns (new lines, next index)."""
+    indent, fence, name, arg = m.group("indent"), m.group("fence"), m.group("name"), m.group("arg").strip()
+    body, j = [], k + 1
+    while j < len(lines) and lines[j].strip() != fence:
+        body.append(lines[j])
+        j += 1
+    options = {}
+    while body and re.match(r"^[ \t]*:[\w-]+:", body[0]):
+        key, _, value = body.pop(0).strip()[1:].partition(":")
+        options[key] = value.strip()
+    while body and not body[0].strip():
+        body.pop(0)
+    if name in {"code-block", "code", "sourcecode", "code-cell"}:
+        return [f"{indent}```{arg}", *body, f"{indent}```"], j + 1
+    if name == "math":
+        return [f"{indent}$$", *body, f"{indent}$$"], j + 1
+    if name in {"figure", "image"}:
+        caption = " ".join(b.strip() for b in body) or options.get("alt", "")
+        return [f"{indent}![{caption}]({arg})"], j + 1
+    title = arg if name == "admonition" else name.replace("-", " ").capitalize() + (f": {arg}" if arg else "")
+    return [f"{indent}> **{title}**", f"{indent}>", *[f"{indent}> {b[len(indent):]}".rstrip() for b in body]], j + 1
+
+
+def plain_markdown(text: str, chapter: str, equations: dict[str, tuple[str, int]],
+                   bib: dict[str, dict[str, str]], cited: list[str]) -> str:
+    """One Markdown cell of chapter ``chapter`` ("NN") with no MyST left; cited keys are appended
+    to ``cited`` (for the References cell)."""
+    lines, out, k = text.split("\n"), [], 0
+    while k < len(lines):
+        m = _FENCE.match(lines[k])
+        if m:
+            new, k = _directive(lines, k, m)
+            out += new
+        else:
+            out.append(lines[k])
+            k += 1
+    text = "\n".join(out)
+
+    # $$ ... $$ (label)  ->  $$ ... \tag{n} $$
+    def tag(m: re.Match) -> str:
+        return f"{m.group('indent')}\\tag{{{equations[m.group('label')][1]}}}\n{m.group('indent')}$$"
+
+    text = _EQ_LABEL.sub(tag, text)
+    text = _TARGET.sub("", text)
+
+    def eq(label: str) -> str:
+        where, n = equations[label]
+        return f"({n})" if where == chapter else f"eq. ({n}) of chapter {where}"
+
+    def cite(keys: str, textual: bool) -> str:
+        parts = []
+        for key in (k.strip() for k in keys.split(",")):
+            entry = bib[key]
+            cited.append(key) if key not in cited else None
+            parts.append(f"{_authors_short(entry)} ({entry['year']})" if textual
+                         else f"{_authors_short(entry)}, {entry['year']}")
+        return "; ".join(parts) if textual else "(" + "; ".join(parts) + ")"
+
+    text = re.sub(r"\(\{eq\}`([^`]*)`\)", lambda m: eq(m.group(1)) if equations[m.group(1)][0] == chapter
+                  else f"({eq(m.group(1))})", text)
+
+    def role(m: re.Match) -> str:
+        name, body = m.group("role"), m.group("body")
+        if name == "eq":
+            return eq(body)
+        if name.startswith("cite"):
+            return cite(body, textual=name in {"cite:t", "citet", "cite:ts"})
+        if name == "math":
+            return f"${body}$"
+        shown = re.match(r"^(.*?)\s*<[^>]*>$", body, re.S)  # {ref}`text <label>`
+        return shown.group(1) if shown else body.lstrip("!~")
+
+    return _ROLE.sub(role, text)
+
+
+def notebook_json(path: Path) -> str:
+    """The Colab notebook generated from a chapter: same cells, no outputs, plain Markdown."""
+    import jupytext
+    import nbformat
+
+    nb = jupytext.reads(synced_source(path), fmt="md:myst")
+    equations, bib, cited = equation_numbers(), bibliography(), []
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = plain_markdown(cell.source, path.stem[:2], equations, bib, cited)
+    if cited:
+        refs = sorted(cited, key=lambda key: (_surnames(bib[key])[0], bib[key].get("year", "")))
+        nb.cells.append(nbformat.v4.new_markdown_cell("## References\n\n" + "\n".join(
+            f"- {_reference(bib[key])}" for key in refs)))
+    for k, cell in enumerate(nb.cells):
+        cell["id"] = f"{path.stem[:2]}-cell-{k:03d}"  # stable ids: regenerating gives the same file
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    return jupytext.writes(nb, fmt="ipynb")
+
+
+def sync_notebooks() -> list[Path]:
+    """Rewrite the chapters' Colab URLs from the config and regenerate notebooks/. Returns written files."""
+    NOTEBOOKS.mkdir(exist_ok=True)
+    written = []
+    for path in chapter_paths():
+        synced = synced_source(path)
+        if synced != path.read_text():
+            path.write_text(synced)
+            written.append(path)
+        out = NOTEBOOKS / f"{path.stem}.ipynb"
+        text = notebook_json(path)
+        if not out.exists() or out.read_text() != text:
+            out.write_text(text)
+            written.append(out)
+    return written
+
+
+def drift() -> list[str]:
+    """Problems that `make notebooks` would fix: stale notebooks, URLs not matching the config."""
+    problems = []
+    for path in chapter_paths():
+        if synced_source(path) != path.read_text():
+            problems.append(f"{path.relative_to(ROOT)}: Colab URLs differ from repository.url in book/_config.yml")
+        out = NOTEBOOKS / f"{path.stem}.ipynb"
+        if not out.exists():
+            problems.append(f"{out.relative_to(ROOT)}: missing")
+        elif out.read_text() != notebook_json(path):
+            problems.append(f"{out.relative_to(ROOT)}: differs from {path.relative_to(ROOT)}")
+    expected = {f"{p.stem}.ipynb" for p in chapter_paths()}
+    problems += [f"notebooks/{p.name}: no chapter of that name" for p in NOTEBOOKS.glob("*.ipynb") if p.name not in expected]
+    return problems
+
+
+def execute_chapter(path: Path, *, timeout: int = 600, env: dict | None = None):
+    """Run a chapter top to bottom in a fresh kernel, as the book build does.
+
+    Returns (executed notebook, seconds). A failing cell or assert raises
+    ``nbclient.exceptions.CellExecutionError`` naming the cell.
+    """
+    import jupytext
+    import nbclient
+
+    nb = jupytext.read(path, fmt="md:myst")
+    old = {k: os.environ.get(k) for k in (env or {})}
+    os.environ.update({k: str(v) for k, v in (env or {}).items()})
+    try:
+        client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                                         resources={"metadata": {"path": str(path.parent)}},
+                                         store_widget_state=True)
+        start = time.perf_counter()
+        client.execute()
+        return nb, time.perf_counter() - start
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _jupyter_book(source: Path, config: Path, toc: Path, output: Path, env: dict) -> None:
+    cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(source), "--config", str(config),
+           "--toc", str(toc), "--path-output", str(output), "--builder", "html"]
+    subprocess.run(cmd, check=True, env={**os.environ, **env}, cwd=source)
+
+
+def build(*, executed: Path | None = None, output: Path = BUILD.parent) -> Path:
+    """Build the site into ``output/_build/html`` and return that folder.
+
+    Without ``executed`` every chapter is executed by Jupyter Book (the default scale unless
+    RLHF_LAB_SCALE says otherwise) and a failing cell fails the build. With ``executed``, a
+    folder of already executed chapter notebooks (as the chapter tests write them), the site is
+    built from those outputs without executing anything again.
+    """
+    env = {"RLHF_LAB_STATIC": "1"}
+    if executed is None:
+        _jupyter_book(ROOT, CONFIG, TOC, output, env)
+        return output / "_build" / "html"
+    with tempfile.TemporaryDirectory(prefix="rlhf_lab_book_") as tmp:
+        src = Path(tmp)
+        shutil.copytree(ROOT / "book", src / "book", ignore=shutil.ignore_patterns("_build"))
+        shutil.copy(TOC, src / "_toc.yml")
+        (src / "chapters").mkdir()
+        for path in chapter_paths():
+            nb = executed / f"{path.stem}.ipynb"
+            if not nb.exists():
+                raise FileNotFoundError(f"no executed notebook for {path.name} in {executed}")
+            shutil.copy(nb, src / "chapters" / nb.name)
+        config = _yaml(CONFIG)
+        config["execute"]["execute_notebooks"] = "off"
+        (src / "book" / "_config.yml").write_text(json.dumps(config))  # JSON is valid YAML
+        _jupyter_book(src, src / "book" / "_config.yml", src / "_toc.yml", src, env)
+        html = output / "_build" / "html"
+        if html.exists():
+            shutil.rmtree(html)
+        shutil.copytree(src / "_build" / "html", html)
+        return html
+
+
+# ---- the site's static assets: plotly.js and MathJax served with it, loaded once per page -----
+
+STATIC = ROOT / "book" / "_static"  # MathJax, vendored (book/_static/mathjax/README.md)
+PLOTLY_JS = "plotly.min.js"
+
+
+def plotly_js() -> Path:
+    """plotly.js as the installed plotly package ships it (the version its figures were made for)."""
+    import plotly
+
+    return Path(plotly.__file__).parent / "package_data" / PLOTLY_JS
+
+
+def setup(app) -> dict:
+    """Sphinx extension (``extra_extensions`` in book/_config.yml): the site works offline.
+
+    Figures made with ``plots.BOOK_RENDERER`` load neither plotly.js nor MathJax; this serves
+    plotly.js from ``_static/`` and loads it once in every page's <head> (before the figures'
+    inline scripts), and adds book/_static (MathJax, which ``mathjax_path`` points to) to the
+    site's static files.
+    """
+
+    def add_static(app, config) -> None:
+        folder = Path(app.doctreedir).parent / "rlhf_lab_static"
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(plotly_js(), folder / PLOTLY_JS)
+        config.html_static_path = [*config.html_static_path, str(folder), str(STATIC)]
+
+    app.connect("config-inited", add_static)
+    app.add_js_file(PLOTLY_JS)  # no defer: the figures' inline scripts call Plotly right away
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rlhf_lab.book", description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["build", "notebooks", "check"])
+    args = parser.parse_args(argv)
+    if args.command == "build":
+        html = build()
+        print(f"built {html / 'index.html'}")
+    elif args.command == "notebooks":
+        for p in sync_notebooks():
+            print(f"wrote {p.relative_to(ROOT)}")
+    else:
+        problems = drift()
+        for p in problems:
+            print(p)
+        return 1 if problems else 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

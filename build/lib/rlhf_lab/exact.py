@@ -1,0 +1,274 @@
+"""Exact ground truth on an enumerable world: every completion, its probability, its reward.
+
+The worlds at scales ci and cpu are small enough to list every completion y a policy can write.
+With the exact log-probabilities log π(y|x) of all of them, the quantities the algorithms only
+estimate become sums:
+
+    E_π[r]          = Σ_y π(y) r(y)                                          (eq. 2.1)
+    KL(π ‖ π_ref)   = Σ_y π(y) (log π(y) − log π_ref(y))                     (eq. 4.3)
+    H(π)            = −Σ_y π(y) log π(y)                                     (eq. 9.2)
+    π*_β(y)         = π_ref(y) exp(r(y)/β) / Z,   the maximiser of E[r] − β·KL (eq. 7.1)
+
+with 0·log 0 = 0. Each is computed per prompt over the last dimension and averaged uniformly
+over prompts. Introduced in chapter 02 (exact metrics) and chapter 07 (the optimum π*_β).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from rlhf_lab.worlds.base import EOS, TokenWorld
+
+
+# -- tensor math over an enumerated output set -------------------------------------------------
+def kl_regularized_optimum(logp_ref: torch.Tensor, rewards: torch.Tensor, beta: float) -> torch.Tensor:
+    """log π*_β = log π_ref + r/β − log Z: the maximiser of E_π[r] − β·KL(π ‖ π_ref) (eq. 7.1).
+
+    β → ∞ gives π_ref; β → 0 puts all mass on the best output(s) that π_ref can produce.
+
+    Shape: logp_ref (..., K), rewards (..., K) → (..., K).
+    """
+    if not beta > 0:  # also rejects NaN
+        raise ValueError(f"beta must be > 0 (β, the KL coefficient), got {beta}")
+    # eq. 7.1; logsumexp inside log_softmax keeps it finite even for r/β in the thousands
+    return torch.log_softmax(logp_ref + rewards / beta, dim=-1)
+
+
+def _p_and_logp(logp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(π, log π with the −∞ entries of zero-probability outputs replaced by 0)."""
+    p = logp.exp()
+    return p, torch.where(p > 0, logp, torch.zeros_like(logp))
+
+
+def kl(logp: torch.Tensor, logp_ref: torch.Tensor) -> torch.Tensor:
+    """KL(π ‖ π_ref) = Σ π (log π − log π_ref) over the last dim (eq. 4.3); 0·log 0 = 0.
+
+    It is +∞ when π puts mass where π_ref has none. Shape: (..., K), (..., K) → (...).
+    """
+    p, logp_safe = _p_and_logp(logp)
+    ref_safe = torch.where(p > 0, logp_ref, torch.zeros_like(logp_ref))
+    return (p * (logp_safe - ref_safe)).sum(-1)
+
+
+def entropy(logp: torch.Tensor) -> torch.Tensor:
+    """H(π) = −Σ π log π over the last dim (eq. 9.2); 0·log 0 = 0. Shape: (..., K) → (...)."""
+    p, logp_safe = _p_and_logp(logp)
+    return -(p * logp_safe).sum(-1)
+
+
+def expected(logp: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """E_π[v] = Σ π v over the last dim (eq. 2.1); outputs with π = 0 contribute 0.
+
+    Shape: logp (..., K), values (..., K) → (...).
+    """
+    p = logp.exp()
+    return (p * torch.where(p > 0, values, torch.zeros_like(values))).sum(-1)
+
+
+# -- exact log-probs of a causal LM ------------------------------------------------------------
+def count_completions(world: TokenWorld) -> int:
+    """K = Σ_{n<L} W^n + W^L: completions with n words and EOS, plus the L-word truncated ones."""
+    w = len(world.completion_vocab) - 1
+    length = world.max_new_tokens
+    return sum(w**n for n in range(length)) + w**length
+
+
+def _model_device(policy: torch.nn.Module) -> torch.device:
+    return next(policy.parameters()).device
+
+
+@torch.no_grad()
+def completion_logprobs(
+    policy: torch.nn.Module,
+    world: TokenWorld,
+    prompts: Sequence[str] | None = None,
+    batch_size: int = 4096,
+) -> torch.Tensor:
+    """Exact log π(y|x) for every prompt x and every completion y of ``world.enumerate_completions()``.
+
+    ``policy`` is any causal LM whose token ids are the world's vocab indices
+    (``policy(input_ids=..., attention_mask=...).logits``). Its logits go through
+    ``world.mask_logits`` and a log-softmax, as in the sampler. The model runs in eval mode (no
+    dropout) and is put back in the mode it was in.
+
+    One causal forward pass over x followed by the L − 1 words w_1 … w_{L−1} gives the next-token
+    distribution after every prefix of those words. So we run the model once on each of the
+    W^(L−1) longest prefixes per prompt (not once per completion) and add up
+
+        log π(w_1 … w_n EOS | x) = Σ_{i≤n} log π(w_i | x, w_<i) + log π(EOS | x, w_≤n)   n < L
+        log π(w_1 … w_L | x)     = Σ_{i≤L} log π(w_i | x, w_<i)            truncated, n = L
+
+    Args:
+        policy: a causal LM (e.g. ``transformers.GPT2LMHeadModel``).
+        world: an enumerable token world.
+        prompts: prompt texts; default ``world.prompts``.
+        batch_size: sequences per forward pass.
+
+    Returns:
+        float64 tensor (P, K) on the CPU, in ``world.enumerate_completions()`` order; each row
+        log-sum-exps to 0.
+    """
+    if not world.enumerable:
+        raise ValueError(f"world {world.name!r} at this scale is not enumerable")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+    prompts = list(world.prompts if prompts is None else prompts)
+    table = world.token_to_id()
+    words = [t for t in world.completion_vocab if t != EOS]
+    w, length = len(words), world.max_new_tokens
+    device = _model_device(policy)
+    word_ids = torch.tensor([table[t] for t in words], device=device)  # (W,)
+    n_seq = w ** (length - 1)
+    # the W^(L−1) longest prefixes in lexicographic order: row s spells s in base W
+    place = w ** torch.arange(length - 2, -1, -1, device=device)  # (L−1,)
+    suffixes = word_ids[(torch.arange(n_seq, device=device)[:, None] // place) % w]  # (S, L−1) ids
+
+    # prompts of one token length share forward passes (no padding, so no position shifts)
+    by_length: dict[int, list[int]] = {}
+    for i, x in enumerate(prompts):
+        by_length.setdefault(len(world.encode(x)), []).append(i)
+    out = torch.empty(len(prompts), count_completions(world), dtype=torch.float64)
+    was_training = policy.training
+    policy.eval()
+    try:
+        for rows in by_length.values():
+            prompt_ids = torch.tensor([world.encode(prompts[i]) for i in rows], device=device)
+            out[rows] = _group_logprobs(policy, world, prompt_ids, suffixes, word_ids, batch_size).cpu()
+    finally:
+        policy.train(was_training)
+    return out
+
+
+def _group_logprobs(
+    policy: torch.nn.Module,
+    world: TokenWorld,
+    prompt_ids: torch.Tensor,
+    suffixes: torch.Tensor,
+    word_ids: torch.Tensor,
+    batch_size: int,
+) -> torch.Tensor:
+    """log π(y|x) for all K completions of G prompts of one length.
+
+    Shape: prompt_ids (G, t0), suffixes (S, L−1), word_ids (W,) → (G, K) float64.
+    """
+    n_prompts, t0 = prompt_ids.shape
+    n_seq, depth = suffixes.shape  # S = W^(L−1), depth = L − 1
+    w, length = len(word_ids), depth + 1
+    ids_all = torch.cat(
+        [prompt_ids.repeat_interleave(n_seq, dim=0), suffixes.repeat(n_prompts, 1)], dim=1
+    )  # (G·S, t0 + L − 1), prompt-major
+    tok_lp, eos_lp, last_lp = [], [], []
+    for start in range(0, len(ids_all), batch_size):
+        ids = ids_all[start : start + batch_size]  # (B, t0 + L − 1)
+        logits = policy(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+        if logits.shape[-1] != len(world.vocab):
+            raise ValueError(
+                f"policy has {logits.shape[-1]} logits per token but the world has {len(world.vocab)} tokens"
+            )
+        # next-token distributions after x, x w_1, …, x w_1 … w_{L−1}, as the sampler sees them
+        logp = torch.log_softmax(world.mask_logits(logits[:, t0 - 1 :].float()), dim=-1).double()  # (B, L, V)
+        tok_lp.append(logp[:, :-1].gather(-1, ids[:, t0:, None]).squeeze(-1))  # (B, L−1) log π(w_i | …)
+        eos_lp.append(logp[:, :, world.eos_id])  # (B, L) log π(EOS | first m words)
+        last_lp.append(logp[:, -1, word_ids])  # (B, W) log π(w_L | x, w_1 … w_{L−1})
+    tok_lp = torch.cat(tok_lp).view(n_prompts, n_seq, depth)
+    eos_lp = torch.cat(eos_lp).view(n_prompts, n_seq, length)
+    last_lp = torch.cat(last_lp).view(n_prompts, n_seq, w)
+    # cum[g, s, m] = log-prob of the first m words of row s
+    cum = torch.cat([torch.zeros_like(tok_lp[..., :1]), tok_lp.cumsum(-1)], dim=-1)  # (G, S, L)
+    out = []
+    for n in range(length):
+        # the n-word prefixes, in order, are rows s = q · W^(L−1−n), q = 0 … W^n − 1
+        rep = torch.arange(w**n, device=cum.device) * w ** (depth - n)
+        out.append(cum[:, rep, n] + eos_lp[:, rep, n])  # (G, W^n)
+    # truncated completions w_1 … w_L: row s then word k at index s·W + k (lexicographic)
+    out.append((cum[:, :, depth, None] + last_lp).reshape(n_prompts, -1))  # (G, W^L)
+    return torch.cat(out, dim=1)
+
+
+# -- an enumerated world -----------------------------------------------------------------------
+class Enumeration:
+    """Every completion of an enumerable world, its gold rewards, and exact metrics.
+
+    Attributes:
+        world: the world.
+        prompts: the P prompt texts (default all of the world's).
+        completions: the K completion texts, in ``world.enumerate_completions()`` order.
+        gold: gold rewards, float64 (P, K).
+    """
+
+    def __init__(self, world: TokenWorld, prompts: Sequence[str] | None = None) -> None:
+        self.world = world
+        self.prompts = list(world.prompts if prompts is None else prompts)
+        self.completions = world.enumerate_completions()
+        k = len(self.completions)
+        self.gold = torch.stack(
+            [world.gold_rewards([x] * k, self.completions) for x in self.prompts]
+        ).double()  # (P, K)
+        self._index = {c: i for i, c in enumerate(self.completions)}
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(P, K)."""
+        return tuple(self.gold.shape)
+
+    def logprobs(self, policy: torch.nn.Module, batch_size: int = 4096) -> torch.Tensor:
+        """Exact log π(y|x), float64 (P, K); see ``completion_logprobs``."""
+        return completion_logprobs(policy, self.world, self.prompts, batch_size=batch_size)
+
+    def optimum(self, logp_ref: torch.Tensor, beta: float, rewards: torch.Tensor | None = None) -> torch.Tensor:
+        """log π*_β for the gold rewards (or ``rewards``, e.g. a proxy's). Shape (P, K) (eq. 7.1)."""
+        self._check(logp_ref, "logp_ref")
+        rewards = self.gold if rewards is None else self._check(rewards, "rewards")
+        return kl_regularized_optimum(logp_ref.double(), rewards.double(), beta)
+
+    def metrics(
+        self, logp: torch.Tensor, logp_ref: torch.Tensor | None = None, proxy: torch.Tensor | None = None
+    ) -> dict[str, float]:
+        """Exact ``reward/gold``, ``reward/proxy`` (if proxy rewards (P, K) are given), ``kl/exact``
+        (if ``logp_ref`` is given) and ``entropy/exact``, each averaged uniformly over prompts.
+
+        Shape: logp (P, K), logp_ref (P, K), proxy (P, K).
+        """
+        logp = self._check(logp, "logp").double()
+        out = {"reward/gold": float(expected(logp, self.gold).mean())}
+        if proxy is not None:
+            out["reward/proxy"] = float(expected(logp, self._check(proxy, "proxy").double()).mean())
+        if logp_ref is not None:
+            out["kl/exact"] = float(kl(logp, self._check(logp_ref, "logp_ref").double()).mean())
+        out["entropy/exact"] = float(entropy(logp).mean())
+        return out
+
+    def sample(self, logp: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw n completions per prompt exactly from π (with replacement).
+
+        Shape: logp (P, K) → indices (P, n) into ``completions``.
+        """
+        if n < 1:
+            raise ValueError(f"n must be ≥ 1, got {n}")
+        probs = self._check(logp, "logp").double().exp()
+        return torch.multinomial(probs, n, replacement=True, generator=generator)
+
+    def texts(self, indices: torch.Tensor) -> list:
+        """Completion texts of an index tensor, nested like it (a (P, n) tensor → P lists of n)."""
+        return _map_nested(indices.tolist(), self.completions)
+
+    def index(self, completions: Sequence[str]) -> torch.Tensor:
+        """Indices of completion texts into ``completions``. Shape: → (len(completions),)."""
+        missing = [c for c in completions if c not in self._index]
+        if missing:
+            raise ValueError(f"completions not in the enumeration: {missing[:3]}")
+        return torch.tensor([self._index[c] for c in completions], dtype=torch.long)
+
+    def _check(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        if tuple(x.shape) != self.shape:
+            raise ValueError(f"{name} must have shape (P, K) = {self.shape}, got {tuple(x.shape)}")
+        return x.cpu()
+
+
+def _map_nested(idx, completions: list[str]):
+    if isinstance(idx, int):
+        return completions[idx]
+    return [_map_nested(i, completions) for i in idx]
+

@@ -1,0 +1,380 @@
+"""Tiny GPT-2 policies, value and reward models, built with transformers.
+
+The policies are ordinary ``GPT2LMHeadModel``s with a word-level ``PreTrainedTokenizerFast``, so
+everything a chapter does with them — ``save_pretrained``, ``from_pretrained``, padding,
+``generate`` — is what it would do with a hub model. ``load_policy`` loads a real one.
+
+* ``build_tokenizer(world)`` / ``build_policy(world, scale)`` — fresh tokenizer and model.
+* ``pretrain_reference(world, scale)`` — the reference/SFT policy π_ref: next-token training on
+  the world's corpus, cached on disk (``cache.py``).
+* ``ValueHead``, ``ValueModel`` — per-token values V(s_t) (chapters 03–04).
+* ``RewardModel`` — a backbone and a scalar head read at the last real token (chapter 05).
+
+Dropout is off in every model we build: RL compares log-probs of the same tokens computed in
+different passes, and dropout would make them disagree for no reason.
+
+Introduced in chapter 00.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rlhf_lab.cache import build_or_load, cache_dir, config_key
+from rlhf_lab.scale import Scale, get_scale
+from rlhf_lab.worlds.base import EOS, PAD, UNK, TokenWorld
+
+# Bump when pretraining changes in a way that changes the weights, so stale caches are not used.
+PRETRAIN_VERSION = 1
+PRETRAIN_LR = 3e-3
+PRETRAIN_WARMUP = 0.05  # fraction of steps with a linear learning-rate warm-up
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """Silence transformers' own progress bars (loading and saving weights) inside the block."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+# -- tokenizer and policy ----------------------------------------------------------------------
+def build_tokenizer(world: TokenWorld):
+    """A word-level ``PreTrainedTokenizerFast`` whose ids are the indices in ``world.vocab``.
+
+    Texts are split on whitespace; ``[PAD]``, ``[EOS]``, ``[UNK]`` are its special tokens (EOS
+    doubles as BOS, as in GPT-2). Nothing is added to an encoded text: corpus texts already
+    end in ``[EOS]``.
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    if list(world.vocab[:3]) != [PAD, EOS, UNK]:
+        raise ValueError(f"world.vocab must start with {[PAD, EOS, UNK]}, got {list(world.vocab[:3])}")
+    backend = Tokenizer(models.WordLevel({tok: i for i, tok in enumerate(world.vocab)}, unk_token=UNK))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token=PAD, eos_token=EOS, bos_token=EOS, unk_token=UNK
+    )
+
+
+def _n_positions(world: TokenWorld) -> int:
+    """Room for the longest prompt plus a completion, rounded up to a multiple of 16."""
+    longest = max(len(p.split()) for p in world.prompts) + world.max_new_tokens
+    return 16 * math.ceil(max(longest, 32) / 16)
+
+
+def build_policy(world: TokenWorld, scale: Scale | None = None):
+    """A freshly initialised ``GPT2LMHeadModel`` sized by ``scale`` (default: ``get_scale()``)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    scale = scale or get_scale()
+    config = GPT2Config(
+        vocab_size=len(world.vocab), n_positions=_n_positions(world),
+        n_embd=scale.n_embd, n_layer=scale.n_layer, n_head=scale.n_head,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        # exact GELU is one fused kernel; GPT-2's tanh approximation costs several on CPU
+        activation_function="gelu",
+        bos_token_id=world.eos_id, eos_token_id=world.eos_id, pad_token_id=world.pad_id,
+    )
+    model = GPT2LMHeadModel(config)
+    model.generation_config.pad_token_id = world.pad_id
+    return model
+
+
+# -- pretraining the reference policy ----------------------------------------------------------
+def _world_identity(world: TokenWorld, seed: int) -> dict:
+    """What defines a world for the cache: its tokens, and a fingerprint of its corpus generator
+    (the hash of 1,000 of its texts), so editing how a world writes its corpus invalidates the
+    cached models without generating the whole corpus on every load."""
+    sample = world.corpus(1000, seed=seed)
+    return {"name": world.name, "vocab": list(world.vocab), "prompts": list(world.prompts),
+            "completion_vocab": list(world.completion_vocab), "max_new_tokens": world.max_new_tokens,
+            "corpus_sha256": hashlib.sha256("\n".join(sample).encode()).hexdigest()}
+
+
+def pretrain_key(world: TokenWorld, scale: Scale) -> str:
+    """Cache key of the reference policy: the world, the model sizes, the training budget."""
+    config = {**_world_identity(world, scale.seed), "n_layer": scale.n_layer, "n_head": scale.n_head,
+              "n_embd": scale.n_embd, "steps": scale.pretrain_steps, "batch_size": scale.pretrain_batch_size,
+              "corpus_size": scale.corpus_size, "seed": scale.seed, "lr": PRETRAIN_LR, "version": PRETRAIN_VERSION}
+    return f"ref-{world.name}-{config_key(config)}"
+
+
+def _encode_corpus(world: TokenWorld, corpus: list[str]) -> torch.Tensor:
+    """Right-padded token ids, shape (N, T)."""
+    rows = [world.encode(text) for text in corpus]
+    ids = torch.full((len(rows), max(map(len, rows))), world.pad_id, dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row)
+    return ids
+
+
+def lm_loss(model, ids: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """Mean next-token cross-entropy on every non-pad token after the first.
+
+    Shape: ids (B, T), right-padded.
+    """
+    mask = (ids != pad_id).long()
+    logits = model(input_ids=ids, attention_mask=mask).logits  # (B, T, V)
+    target = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
+    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100)
+
+
+def _train_reference(world: TokenWorld, scale: Scale, progress: bool):
+    from tqdm.auto import tqdm
+
+    with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the global RNG
+        torch.manual_seed(scale.seed)
+        model = build_policy(world, scale).to(scale.device)
+    data = _encode_corpus(world, world.corpus(scale.corpus_size, seed=scale.seed)).to(scale.device)
+    opt = torch.optim.AdamW(model.parameters(), lr=PRETRAIN_LR, weight_decay=0.01, betas=(0.9, 0.98))
+    steps = scale.pretrain_steps
+    warmup = max(1, int(PRETRAIN_WARMUP * steps))
+    # 1) linear warm-up, 2) cosine decay to a tenth of the peak learning rate
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    )
+    gen = torch.Generator().manual_seed(scale.seed)
+    model.train()
+    bar = tqdm(range(steps), desc=f"pretraining π_ref on {world.name}", disable=not progress)
+    for _ in bar:
+        batch = data[torch.randint(len(data), (scale.pretrain_batch_size,), generator=gen).to(data.device)]
+        batch = batch[:, : int((batch != world.pad_id).sum(1).max())]  # drop all-pad columns
+        loss = lm_loss(model, batch, world.pad_id)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    model.eval()
+    return model
+
+
+def pretrain_reference(world: TokenWorld, scale: Scale | None = None, *, cache: bool = True,
+                       progress: bool = True):
+    """The reference/SFT policy π_ref of ``world``: a tiny GPT-2 trained on ``world.corpus``.
+
+    Trained with next-token cross-entropy (AdamW, warm-up then cosine decay) for
+    ``scale.pretrain_steps`` batches of ``scale.pretrain_batch_size`` texts, seeded by
+    ``scale.seed``: a rerun on the same CPU with the same number of torch threads gives the same
+    weights (the thread count changes the order of floating-point sums). With ``cache=True`` the
+    model is saved with ``save_pretrained`` under ``cache_dir()/models`` and later calls load it
+    with ``from_pretrained``; a partial or corrupted entry is rebuilt with a ``CacheWarning``.
+
+    Returns:
+        (model, tokenizer): a ``GPT2LMHeadModel`` in eval mode on ``scale.device`` and its tokenizer.
+    """
+    from transformers import GPT2LMHeadModel
+
+    scale = scale or get_scale()
+    tokenizer = build_tokenizer(world)
+    if not cache:
+        return _train_reference(world, scale, progress), tokenizer
+
+    def build(tmp: Path) -> None:
+        start = time.perf_counter()
+        model = _train_reference(world, scale, progress)
+        with quiet_transformers():
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+        info = {"world": world.name, "scale": scale.name, "seconds": round(time.perf_counter() - start, 2)}
+        (tmp / "rlhf_lab.json").write_text(json.dumps(info))
+
+    def load(path: Path):
+        with quiet_transformers():
+            return GPT2LMHeadModel.from_pretrained(path).to(scale.device).eval()
+
+    target = cache_dir() / "models" / pretrain_key(world, scale)
+    return build_or_load(target, build, load, f"reference policy for {world.name}"), tokenizer
+
+
+# -- value and reward models ------------------------------------------------------------------
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted over real tokens only, so left padding does not shift them.
+
+    Shape: attention_mask (B, T) → (B, T); padded positions get 0.
+    """
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last real token of each row, for left or right padding. Shape (B, T) → (B,)."""
+    positions = torch.arange(attention_mask.shape[-1], device=attention_mask.device)
+    return (attention_mask.long() * (positions + 1)).argmax(-1)
+
+
+class ValueHead(nn.Module):
+    """A linear map from a hidden state to one number. Shape: (..., H) → (...)."""
+
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(hidden_size, 1)
+        nn.init.zeros_(self.linear.weight)  # every output starts at 0: no initial preference
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.linear(hidden).squeeze(-1)
+
+
+def _backbone_from(model_or_config):
+    """A transformer body (no LM head): a copy of a policy's, or a fresh one from a config."""
+    from transformers import AutoModel, PretrainedConfig  # the name both v4 and v5 export
+
+    if isinstance(model_or_config, PretrainedConfig):
+        return AutoModel.from_config(model_or_config)
+    body = getattr(model_or_config, "base_model", model_or_config)
+    return copy.deepcopy(body)
+
+
+class _ScalarHeadModel(nn.Module):
+    """A backbone with a ``ValueHead``; subclasses choose where the head is read."""
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = ValueHead(backbone.config.hidden_size)
+
+    @property
+    def config(self):
+        return self.backbone.config
+
+    @classmethod
+    def from_policy(cls, policy: nn.Module):
+        """Start from a copy of ``policy``'s transformer (its LM head is dropped), on its device."""
+        device = next(policy.parameters()).device
+        return cls(_backbone_from(policy)).to(device)
+
+    @classmethod
+    def from_config(cls, config):
+        """A freshly initialised backbone of the given transformers config."""
+        return cls(_backbone_from(config))
+
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Last-layer hidden states, shape (B, T, H)."""
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
+                            position_ids=position_ids_from_mask(attention_mask), use_cache=False)
+        return out.last_hidden_state
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """Write ``config.json`` and ``model.safetensors`` (head and buffers included)."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.config.save_pretrained(path)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, path / "model.safetensors")
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path):
+        from safetensors.torch import load_file
+        from transformers import AutoConfig
+
+        path = Path(path)
+        model = cls.from_config(AutoConfig.from_pretrained(path))
+        model.load_state_dict(load_file(path / "model.safetensors"))
+        return model.eval()
+
+
+class ValueModel(_ScalarHeadModel):
+    """Per-token values V(s_t): the head applied to every hidden state (chapters 03–04).
+
+    ``forward(input_ids (B, T), attention_mask (B, T)) -> values (B, T)``; entries at padded
+    positions are meaningless and must be masked by the caller.
+    """
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.head(self.hidden_states(input_ids, attention_mask))
+
+
+class RewardModel(_ScalarHeadModel):
+    """r(x, y): a scalar head on the hidden state of the last real token (chapter 05).
+
+    The output is normalised, (raw − reward_mean) / reward_std; both are buffers (0 and 1 until
+    ``algos.reward_model.normalise_rewards`` sets them), so they are saved and loaded with it.
+    """
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__(backbone)
+        self.register_buffer("reward_mean", torch.zeros(()))
+        self.register_buffer("reward_std", torch.ones(()))
+
+    def raw_forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Un-normalised scores. Shape: (B, T) → (B,)."""
+        hidden = self.hidden_states(input_ids, attention_mask)  # (B, T, H)
+        last = last_token_index(attention_mask)  # (B,)
+        return self.head(hidden[torch.arange(hidden.shape[0], device=hidden.device), last])
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Normalised scores. Shape: input_ids, attention_mask (B, T) → (B,)."""
+        return (self.raw_forward(input_ids, attention_mask) - self.reward_mean) / self.reward_std
+
+    @torch.no_grad()
+    def score_texts(self, texts: list[str], tokenizer, batch_size: int = 256, raw: bool = False) -> torch.Tensor:
+        """Scores of whole texts (prompt + " " + completion). Shape (len(texts),), on CPU."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+        device = next(self.parameters()).device
+        out = []
+        for start in range(0, len(texts), batch_size):
+            enc = tokenizer(list(texts[start: start + batch_size]), padding=True, return_tensors="pt").to(device)
+            score = self.raw_forward if raw else self.forward
+            out.append(score(enc["input_ids"], enc["attention_mask"]).float().cpu())
+        return torch.cat(out) if out else torch.zeros(0)
+
+
+# -- real models --------------------------------------------------------------------------------
+def load_policy(name_or_path: str | os.PathLike, **kwargs):
+    """A causal LM and its tokenizer from a local directory or a hub name.
+
+    Goes through ``AutoModelForCausalLM`` / ``AutoTokenizer``; ``kwargs`` are passed to the
+    model's ``from_pretrained`` (e.g. ``torch_dtype``). A tokenizer without a pad token gets
+    its EOS token as pad.
+
+    Raises:
+        OSError: the name is not a local directory and the hub cannot be reached (offline).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = str(name_or_path)
+    local = Path(source).expanduser().is_dir()
+    if local:
+        source = str(Path(source).expanduser())
+    elif source.startswith((".", "/", "~")) or source.count("/") > 1 or isinstance(name_or_path, os.PathLike):
+        raise FileNotFoundError(f"name_or_path={source!r} looks like a local path, but there is no directory there")
+    try:
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(source)
+            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as err:
+        if local:
+            raise
+        raise OSError(
+            f"could not load {source!r}: it is not a local directory and the Hugging Face hub could not "
+            f"provide it — you are probably offline (HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', 'unset')}). "
+            "On a machine with network access run `model.save_pretrained(dir)` and "
+            "`tokenizer.save_pretrained(dir)` (or `hf download <name> --local-dir dir`), copy the directory "
+            "here and pass its path: load_policy('path/to/dir')."
+        ) from err
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model.eval(), tokenizer

@@ -1,0 +1,120 @@
+"""Scale presets: how big the worlds, models and training runs are.
+
+Three presets share one set of fields:
+
+* ``ci``  — the 2-core CI machine: every chapter in 90 s, every claim still asserted.
+* ``cpu`` — a student laptop or Colab CPU: every chapter in about 5 minutes.
+* ``gpu`` — Colab T4 … H200: larger worlds (metrics by sampling), larger models, full curves.
+
+The preset is chosen by the ``RLHF_LAB_SCALE`` environment variable; without it, ``gpu`` when
+CUDA is available, else ``cpu``. Introduced in chapter 00.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+SCALES = ("ci", "cpu", "gpu")
+ENV_VAR = "RLHF_LAB_SCALE"
+
+
+@dataclass(frozen=True)
+class Scale:
+    """One preset. Every field is a size or a budget; chapters read them instead of constants."""
+
+    name: str
+    device: str
+    # bandit world (chapter 01)
+    bandit_arms: int
+    bt_comparisons: tuple[int, ...]  # comparison counts scanned in chapter 01
+    # reviews world (worlds/reviews.py)
+    reviews_topics: int
+    reviews_words: int  # completion words per polarity class (see reviews.py)
+    reviews_max_new_tokens: int
+    reviews_enumerable: bool
+    # arithmetic world (worlds/arithmetic.py)
+    arithmetic_max_operand: int
+    # tiny GPT-2 policies (models.py)
+    n_layer: int
+    n_head: int
+    n_embd: int
+    pretrain_steps: int
+    pretrain_batch_size: int
+    corpus_size: int
+    # preference data and reward models
+    preference_pairs: int
+    rm_epochs: int
+    # RL training runs
+    rl_steps: int
+    rollout_batch_size: int
+    seed: int = 0
+
+    def exact(self) -> "Scale":
+        """The preset for a chapter's exact (enumerated) sections: this one where its worlds are
+        enumerable (ci, cpu); at gpu, cpu's sizes on this preset's device. Chapters 08–09 run their
+        exact sections at ``scale.exact()`` and their full-size sections at ``scale``."""
+        if self.reviews_enumerable:
+            return self
+        return dataclasses.replace(get_scale("cpu"), device=self.device)
+
+    def replace(self, **changes) -> "Scale":
+        """A copy with some fields changed (for experiments in a chapter)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except Exception:  # torch missing or broken: fall back to the CPU preset
+        return False
+
+
+_PRESETS: dict[str, dict] = {
+    "ci": dict(
+        bandit_arms=6, bt_comparisons=(25, 100, 400, 1600, 6400),
+        reviews_topics=3, reviews_words=3, reviews_max_new_tokens=4, reviews_enumerable=True,
+        arithmetic_max_operand=9,
+        n_layer=2, n_head=2, n_embd=64, pretrain_steps=300, pretrain_batch_size=64,
+        corpus_size=4000, preference_pairs=2000, rm_epochs=2,
+        rl_steps=40, rollout_batch_size=64,
+    ),
+    "cpu": dict(
+        bandit_arms=8, bt_comparisons=(25, 100, 400, 1600, 6400, 25600),
+        reviews_topics=4, reviews_words=4, reviews_max_new_tokens=4, reviews_enumerable=True,
+        arithmetic_max_operand=19,
+        n_layer=2, n_head=4, n_embd=128, pretrain_steps=1000, pretrain_batch_size=128,
+        corpus_size=20000, preference_pairs=6000, rm_epochs=3,
+        rl_steps=150, rollout_batch_size=128,
+    ),
+    "gpu": dict(
+        bandit_arms=16, bt_comparisons=(25, 100, 400, 1600, 6400, 25600, 102400),
+        reviews_topics=8, reviews_words=8, reviews_max_new_tokens=10, reviews_enumerable=False,
+        arithmetic_max_operand=99,
+        n_layer=6, n_head=8, n_embd=384, pretrain_steps=4000, pretrain_batch_size=256,
+        corpus_size=200000, preference_pairs=40000, rm_epochs=3,
+        rl_steps=600, rollout_batch_size=512,
+    ),
+}
+
+
+def get_scale(name: str | None = None) -> Scale:
+    """Return the preset ``name``, else the one named by ``RLHF_LAB_SCALE``, else the default.
+
+    Raises:
+        ValueError: ``name`` (or the environment variable) is not one of ``ci``, ``cpu``, ``gpu``.
+    """
+    source = "name"
+    if name is None:
+        name = os.environ.get(ENV_VAR) or None
+        source = ENV_VAR
+    if name is None:
+        name = "gpu" if _cuda_available() else "cpu"
+    key = str(name).strip().lower()
+    if key not in _PRESETS:
+        raise ValueError(f"{source}={name!r} is not a known scale; allowed: {', '.join(SCALES)}")
+    device = "cuda" if key == "gpu" and _cuda_available() else "cpu"
+    return Scale(name=key, device=device, **_PRESETS[key])
