@@ -130,11 +130,16 @@ def _reference(entry: dict[str, str]) -> str:
 
 
 def equation_numbers() -> dict[str, tuple[str, int]]:
-    """Every labelled equation of every chapter: label -> (chapter number "NN", n), numbered from 1
-    in each chapter in order of appearance, as the book numbers them."""
-    numbers = {}
+    """Every labelled equation of every chapter: label -> (chapter number "NN", n).
+
+    Numbered as the book numbers them: from 1, through the chapters in table-of-contents order
+    (the site shows chapter 07's first labelled equation as (20)), so a notebook and its page
+    agree; tests/test_book.py checks it against the built site.
+    """
+    numbers, n = {}, 0
     for path in chapter_paths():
-        for n, m in enumerate(_EQ_LABEL.finditer(path.read_text()), start=1):
+        for m in _EQ_LABEL.finditer(path.read_text()):
+            n += 1
             numbers[m.group("label")] = (path.stem[:2], n)
     return numbers
 

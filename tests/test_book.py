@@ -74,6 +74,18 @@ def test_site_serves_plotly_js_and_mathjax_once_per_page(site):
         assert "cdn.plot.ly" not in text and "cdn.jsdelivr.net" not in text and "cdnjs" not in text, path.name
 
 
+BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
+def test_notebooks_number_equations_as_the_site_does(site):
+    import re
+
+    for path in book.chapter_paths():
+        page = (site / "chapters" / f"{path.stem}.html").read_text()
+        on_site = [int(n) for n in re.findall(r'class="eqno">\((\d+)\)', page)]
+        nb = json.loads((book.NOTEBOOKS / f"{path.stem}.ipynb").read_text())
+        text = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+        assert [int(n) for n in re.findall(r"\\tag\{(\d+)\}", text)] == on_site, path.name
+
+
 # Text a reader would see if math were not typeset: TeX delimiters and commands.
 RAW_TEX = r"""(text) => {
     const found = [];
@@ -111,9 +123,12 @@ def test_browser_sees_rendered_figures_and_math_on_every_chapter(site):
                 "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync", "--no-first-run"])
             page = browser.new_page(viewport={"width": 1280, "height": 900})
-            # nothing is intercepted: every request the page makes must go to the site itself
-            page.on("request", lambda r: outside.append(r.url) if not r.url.startswith((base, "data:", "blob:")) else None)
-            page.on("requestfailed", lambda r: failed.append(r.url))
+            # nothing is intercepted: every request the page makes must go to the site itself,
+            # except the "Open in Colab" badge (a link to an online service; offline it shows
+            # its alt text)
+            local = (base, "data:", "blob:", BADGE)
+            page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(local) else None)
+            page.on("requestfailed", lambda r: failed.append(r.url) if not r.url.startswith(BADGE) else None)
             page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
             for path in book.chapter_paths():
                 page.goto(f"{base}chapters/{path.stem}.html", wait_until="load")
