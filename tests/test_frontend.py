@@ -105,7 +105,8 @@ def lab(tmp_path_factory):
                JUPYTERLAB_WORKSPACES_DIR=str(root / ".lab-workspaces"))
     cmd = [str(Path(sys.executable).parent / "jupyter"), "lab", "--no-browser", "--ip=127.0.0.1",
            f"--port={port}", f"--ServerApp.token={token}", f"--ServerApp.root_dir={root}",
-           "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
+           "--LabApp.expose_app_in_browser=True", "--JupyterNotebookApp.expose_app_in_browser=True",
+           "--LabApp.news_url=None",
            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
     if os.geteuid() == 0:
         cmd.append("--allow-root")
@@ -143,8 +144,14 @@ def _figures(page, cell: int) -> list[dict]:
         y: (d.data || []).map(t => Array.from(t.y || [])) }}))""", cell)
 
 
-@pytest.mark.parametrize("kernel", list(KERNELS))
-def test_slider_redraws_one_figure_and_live_curves_grow_one_figure(lab, kernel):
+# (front-end, kernel): JupyterLab 4 with both kernels; Notebook 7 (same server) with this env's
+UIS = {"lab": "lab/tree", "notebook7": "notebooks"}
+
+
+@pytest.mark.parametrize("ui,kernel", [("lab", "python3"), ("lab", "colab-pins"), ("notebook7", "python3")])
+def test_slider_redraws_one_figure_and_live_curves_grow_one_figure(lab, ui, kernel):
+    if ui == "notebook7":
+        pytest.importorskip("notebook", minversion="7")
     from playwright.sync_api import sync_playwright
 
     SHOTS.mkdir(parents=True, exist_ok=True)
@@ -156,7 +163,7 @@ def test_slider_redraws_one_figure_and_live_curves_grow_one_figure(lab, kernel):
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(lab["url"]) else None)
         start = time.monotonic()
-        page.goto(f"{lab['url']}/lab/tree/live_{kernel}.ipynb?token={lab['token']}", wait_until="load", timeout=120_000)
+        page.goto(f"{lab['url']}/{UIS[ui]}/live_{kernel}.ipynb?token={lab['token']}", wait_until="load", timeout=120_000)
         page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
         page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
                                " && window.jupyterapp.shell.currentWidget.sessionContext"
@@ -183,14 +190,14 @@ def test_slider_redraws_one_figure_and_live_curves_grow_one_figure(lab, kernel):
                 break
             time.sleep(0.2)
         timings["run_all_s"] = round(time.monotonic() - start, 1)
-        page.screenshot(path=str(SHOTS / f"frontend_ran_{kernel}.png"), full_page=True)
+        page.screenshot(path=str(SHOTS / f"frontend_ran_{ui}_{kernel}.png"), full_page=True)
         errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").all_inner_texts()
         assert not any("Error" in e for e in errors), errors
         try:
             page.wait_for_function(f"() => ({_PLOTS})(1).length > 0 && ({_PLOTS})(2).length > 0",
                                    timeout=60_000)
         except Exception:
-            page.screenshot(path=str(SHOTS / f"frontend_failure_{kernel}.png"), full_page=True)
+            page.screenshot(path=str(SHOTS / f"frontend_failure_{ui}_{kernel}.png"), full_page=True)
             texts = page.locator(".jp-OutputArea-output").all_inner_texts()
             pytest.fail(f"no figure after running the notebook; outputs: {texts}")
 
@@ -198,7 +205,7 @@ def test_slider_redraws_one_figure_and_live_curves_grow_one_figure(lab, kernel):
         scan = page.locator(".jp-Notebook .jp-Cell").nth(1)
         scan.scroll_into_view_if_needed()
         before = _figures(page, 1)
-        page.screenshot(path=str(SHOTS / f"frontend_scan_before_{kernel}.png"))
+        page.screenshot(path=str(SHOTS / f"frontend_scan_before_{ui}_{kernel}.png"))
         handle = scan.locator(".widget-slider .noUi-handle, .widget-slider .ui-slider-handle").first
         slider_view = "rendered"
         if KERNELS[kernel] and handle.count() == 0:
@@ -222,7 +229,7 @@ def test_slider_redraws_one_figure_and_live_curves_grow_one_figure(lab, kernel):
                                    f"(({_PLOTS})(1)[0].querySelector('.gtitle') || {{}}).textContent !== t",
                                    arg=before[0]["title"], timeout=60_000)
         except Exception:
-            page.screenshot(path=str(SHOTS / f"frontend_failure_{kernel}.png"))
+            page.screenshot(path=str(SHOTS / f"frontend_failure_{ui}_{kernel}.png"))
             model = page.evaluate("() => JSON.stringify(window.jupyterapp.shell.currentWidget.content.widgets[1]"
                                   ".outputArea.model.toJSON().map(o => [o.output_type, Object.keys(o.data || {}), "
                                   "((o.data || {})['application/vnd.plotly.v1+json'] || {layout: {title: {}}}).layout.title]))")
@@ -232,7 +239,7 @@ def test_slider_redraws_one_figure_and_live_curves_grow_one_figure(lab, kernel):
         time.sleep(1.0)  # a second, stacked figure would have arrived by now
         after = _figures(page, 1)
         readout = scan.locator(".widget-readout").first.inner_text() if slider_view == "rendered" else "0.3"
-        page.screenshot(path=str(SHOTS / f"frontend_scan_after_{kernel}.png"))
+        page.screenshot(path=str(SHOTS / f"frontend_scan_after_{ui}_{kernel}.png"))
 
         # 2) live curves: one figure with every point
         cell = page.locator(".jp-Notebook .jp-Cell").nth(2)
@@ -240,11 +247,11 @@ def test_slider_redraws_one_figure_and_live_curves_grow_one_figure(lab, kernel):
         curves = _figures(page, 2)
         printed = cell.locator(".jp-OutputArea-output").all_inner_texts()
         versions = page.locator(".jp-Notebook .jp-Cell").nth(3).locator(".jp-OutputArea-output").all_inner_texts()
-        page.screenshot(path=str(SHOTS / f"frontend_live_curves_{kernel}.png"))
+        page.screenshot(path=str(SHOTS / f"frontend_live_curves_{ui}_{kernel}.png"))
         browser.close()
 
     growth = sorted({sum(p) for p in seen_points})
-    print(json.dumps({"kernel": kernel, "versions": versions, "timings": timings, "scan_before": before, "scan_after": after, "readout": readout, "slider_view": slider_view,
+    print(json.dumps({"ui": ui, "kernel": kernel, "versions": versions, "timings": timings, "scan_before": before, "scan_after": after, "readout": readout, "slider_view": slider_view,
                       "curves": curves, "max_figures_while_running": max(seen_counts or [0]),
                       "distinct_point_totals_seen_while_running": growth, "outside_requests": outside[:3]},
                      default=str))
