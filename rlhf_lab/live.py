@@ -3,9 +3,9 @@
 ``LiveCurves`` is a callback. Every ``train(..., callback=live)`` calls it as
 ``live(step, metrics, history)`` after each log; it appends the new points of the keys it
 follows and, at most every ``min_interval`` seconds, redraws the one figure in place: the figure
-lives in an ``ipywidgets.Output`` whose outputs are replaced (``widgets.show_figure``), which
-works in JupyterLab, Notebook 7, VS Code and Colab (see ``rlhf_lab.widgets`` for why neither a
-display handle with the Figure nor a display-id update does). Used as a context manager, it
+lives in an ``ipywidgets.Output`` whose outputs are replaced (``widgets.show_figure``; see
+``rlhf_lab.widgets`` for why neither a display handle with the Figure nor a display-id update
+does, and where this is tested). Used as a context manager, it
 draws the final figure when training ends:
 
     with LiveCurves(["reward/gold", "reward/proxy"], title="...", yaxis="reward") as live:

@@ -88,9 +88,9 @@ def setup(renderer: str | None = None) -> None:
 def mimebundle(fig: go.Figure) -> dict:
     """The raw mimebundle the current renderer makes for ``fig``, as ``fig.show()`` would display it.
 
-    A display handle must carry this bundle (``display(bundle, raw=True, display_id=...)``),
-    never the Figure: a Figure displays itself through its own ``_ipython_display_``, which
-    ignores display ids, so every update would add a new figure instead of replacing one.
+    Live figures are drawn with this bundle (``widgets.show_figure``), never with the Figure
+    object: a Figure displays itself through its own ``_ipython_display_``, which ignores display
+    ids and cannot be put into a widget's state.
     """
     bundle = pio.renderers._build_mime_bundle(fig.to_dict(), renderers_string=None)
     return bundle or {"text/plain": repr(fig.layout.title.text or "plotly figure")}

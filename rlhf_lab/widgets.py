@@ -1,10 +1,11 @@
 """Scans with two faces: live (an ipywidgets slider that recomputes) and static (a baked figure).
 
-In JupyterLab, Notebook 7, VS Code or Colab a scan is live: moving the slider calls the chapter's
-function again and redraws the one figure under the slider. The figure lives in an
-``ipywidgets.Output`` whose outputs are replaced by the figure's raw mimebundle
-(``show_figure``), which works with ipywidgets 7 and 8 and plotly 5 and 6+. Two simpler ways do
-not work: displaying the Figure through a display handle (a plotly Figure displays itself and
+In a kernel with a front-end a scan is live: moving the slider calls the chapter's function
+again and redraws the one figure under the slider. The figure lives in an ``ipywidgets.Output``
+whose outputs are replaced by the figure's raw mimebundle (``show_figure``); a browser test
+(tests/test_frontend.py) checks it in JupyterLab 4 and Notebook 7, with ipywidgets 8 + plotly 7
+and with Colab's ipywidgets 7.7.1 + plotly 5.24.1 (VS Code and Colab's own front-end are not
+driven by a test). Two simpler ways do not work: displaying the Figure through a display handle (a plotly Figure displays itself and
 drops the display id, so every move adds a figure), and updating a display id with the bundle
 (JupyterLab's plotly renderer ignores updates of a figure it has drawn). FigureWidget needs
 anywidget and fails in Colab.
