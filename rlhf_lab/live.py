@@ -2,10 +2,11 @@
 
 ``LiveCurves`` is a callback. Every ``train(..., callback=live)`` calls it as
 ``live(step, metrics, history)`` after each log; it appends the new points of the keys it
-follows and, at most every ``min_interval`` seconds, replaces the displayed figure through an
-IPython display handle (``DisplayHandle().display(fig)``, then ``handle.update(fig)``), which
-works in JupyterLab and Colab alike. Used as a context manager, it draws the final figure when
-training ends:
+follows and, at most every ``min_interval`` seconds, redraws the one figure in place: the figure
+lives in an ``ipywidgets.Output`` whose outputs are replaced (``widgets.show_figure``; see
+``rlhf_lab.widgets`` for why neither a display handle with the Figure nor a display-id update
+does, and where this is tested). Used as a context manager, it
+draws the final figure when training ends:
 
     with LiveCurves(["reward/gold", "reward/proxy"], title="...", yaxis="reward") as live:
         history = train_grpo(policy, world, config, callback=live)
@@ -67,7 +68,7 @@ class LiveCurves:
                                             line=dict(color=plots.COLORS.get(names[k])))
                                  for k in self.keys])
         plots._layout(self._figure, title, xaxis, yaxis)
-        self._handle = None
+        self._output = None  # the ipywidgets.Output that shows the live figure
         self._last_draw = -float("inf")
         self.redraws = 0
 
@@ -82,6 +83,11 @@ class LiveCurves:
             self.draw()
 
     @property
+    def output(self):
+        """The ``ipywidgets.Output`` that shows the live figure (None until the first live draw)."""
+        return self._output
+
+    @property
     def figure(self) -> go.Figure:
         """The figure with every point recorded so far (the one the book shows)."""
         for trace, key in zip(self._figure.data, self.keys):
@@ -89,14 +95,20 @@ class LiveCurves:
         return self._figure
 
     def draw(self) -> None:
-        """Show the current figure (first call) or replace the one shown."""
-        if self._handle is None:
-            from IPython.display import DisplayHandle
+        """Show the current figure (first call) or redraw the one shown."""
+        from IPython.core.interactiveshell import InteractiveShell
+        from IPython.display import display
 
-            self._handle = DisplayHandle()
-            self._handle.display(self.figure)
+        if not InteractiveShell.initialized():
+            return  # a plain Python process (a script): there is nothing to draw on
+        if self.static:
+            # the book: a plain output, no widget (there is no kernel behind the page)
+            display(plots.mimebundle(self.figure), raw=True)
         else:
-            self._handle.update(self.figure)
+            if self._output is None:
+                self._output = widgets.figure_output()
+                display(self._output)
+            widgets.show_figure(self._output, self.figure)
         self.redraws += 1
         self._last_draw = time.monotonic()
 

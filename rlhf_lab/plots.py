@@ -6,6 +6,8 @@ Presentation only: every function takes numbers computed elsewhere and returns a
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable, Sequence
 
 import plotly.graph_objects as go
@@ -28,15 +30,70 @@ COLORS = {
     "proxy": "#d62728",
 }
 
-# Jupyter Book 1 shows plotly ≥ 6 figures only with this renderer: the plotly mimetype for
-# JupyterLab, plus HTML that loads plotly.js from its CDN for the static site and Colab.
-RENDERER = "plotly_mimetype+notebook_connected"
+# Where a figure is shown decides how it must be rendered (``setup`` picks one):
+# - in JupyterLab 4, Notebook 7 and VS Code the plotly mimetype draws the figure; the HTML part
+#   (plotly.js from its CDN) is the fallback for any other front-end;
+# - Colab has no plotly mimetype renderer and needs its own full-page HTML;
+# - the built book (``RLHF_LAB_STATIC=1``) shows the HTML part, and serves plotly.js and MathJax
+#   itself, once per page (see ``rlhf_lab.book``): the figures load neither.
+LIVE_RENDERER = "plotly_mimetype+notebook_connected"
+COLAB_RENDERER = "colab"
+BOOK_RENDERER = "plotly_mimetype+rlhf_lab_book"
+RENDERER = LIVE_RENDERER  # the front-end default, kept for callers of the old name
 
 
-def setup(renderer: str = RENDERER) -> None:
-    """Make figures visible in JupyterLab, Colab and the built book (call once per chapter)."""
-    pio.renderers.default = renderer
+class _BookRenderer(pio.base_renderers.HtmlRenderer):
+    """Figure HTML that expects ``window.Plotly`` on the page and loads no MathJax: the book
+    loads plotly.js and MathJax once per page, from its own _static folder (works offline)."""
+
+    def __init__(self) -> None:
+        super().__init__()  # (plotly 5 has no include_plotlyjs argument; to_mimebundle sets it)
+
+    def activate(self) -> None:
+        pass  # nothing to load: the page has plotly.js already
+
+    def to_mimebundle(self, fig_dict: dict) -> dict:
+        html = pio.to_html(fig_dict, config=self.config, include_plotlyjs=False,
+                           include_mathjax=False, full_html=False, default_width="100%",
+                           default_height=525, validate=False)
+        return {"text/html": html}
+
+
+pio.renderers["rlhf_lab_book"] = _BookRenderer()
+
+
+def in_colab() -> bool:
+    """True inside Google Colab (its runtime imports ``google.colab`` before any cell runs)."""
+    return "google.colab" in sys.modules
+
+
+def default_renderer() -> str:
+    """The renderer that works where this kernel runs: Colab, the book build, or a front-end."""
+    if in_colab():
+        return COLAB_RENDERER
+    if os.environ.get("RLHF_LAB_STATIC", "").strip().lower() in {"1", "true", "yes"}:
+        return BOOK_RENDERER
+    return LIVE_RENDERER
+
+
+def setup(renderer: str | None = None) -> None:
+    """Make figures visible in JupyterLab, Colab and the built book (call once per chapter).
+
+    ``renderer`` overrides the choice of ``default_renderer()``.
+    """
+    pio.renderers.default = renderer or default_renderer()
     pio.templates.default = "plotly_white"
+
+
+def mimebundle(fig: go.Figure) -> dict:
+    """The raw mimebundle the current renderer makes for ``fig``, as ``fig.show()`` would display it.
+
+    Live figures are drawn with this bundle (``widgets.show_figure``), never with the Figure
+    object: a Figure displays itself through its own ``_ipython_display_``, which ignores display
+    ids and cannot be put into a widget's state.
+    """
+    bundle = pio.renderers._build_mime_bundle(fig.to_dict(), renderers_string=None)
+    return bundle or {"text/plain": repr(fig.layout.title.text or "plotly figure")}
 
 
 TITLE_LINE = 62  # characters per title line: a book page shows a figure about 620 px wide

@@ -1,8 +1,16 @@
 """Scans with two faces: live (an ipywidgets slider that recomputes) and static (a baked figure).
 
-In JupyterLab or Colab a scan is live: moving the slider calls the chapter's function again and
-replaces the figure in place through a display handle (which works in both front-ends, unlike
-FigureWidget). When a chapter is executed to build the book (``RLHF_LAB_STATIC=1``, set by
+In a kernel with a front-end a scan is live: moving the slider calls the chapter's function
+again and redraws the one figure under the slider. The figure lives in an ``ipywidgets.Output``
+whose outputs are replaced by the figure's raw mimebundle (``show_figure``); a browser test
+(tests/test_frontend.py) checks it in JupyterLab 4 and Notebook 7, with ipywidgets 8 + plotly 7
+and with Colab's ipywidgets 7.7.1 + plotly 5.24.1 (VS Code and Colab's own front-end are not
+driven by a test). Two simpler ways do not work: displaying the Figure through a display handle (a plotly Figure displays itself and
+drops the display id, so every move adds a figure), and updating a display id with the bundle
+(JupyterLab's plotly renderer ignores updates of a figure it has drawn). FigureWidget needs
+anywidget and fails in Colab.
+
+When a chapter is executed to build the book (``RLHF_LAB_STATIC=1``, set by
 ``python -m rlhf_lab.book``) there is no kernel behind the page, so the scan shows one plotly
 figure with a baked slider instead, every value precomputed. Introduced in chapter 01.
 """
@@ -24,6 +32,23 @@ def is_static() -> bool:
     return os.environ.get(STATIC_ENV, "").strip().lower() in {"1", "true", "yes"}
 
 
+def figure_output():
+    """An empty ``ipywidgets.Output`` to draw figures into with ``show_figure``."""
+    import ipywidgets as widgets
+
+    return widgets.Output(layout=widgets.Layout(width="100%"))
+
+
+def show_figure(output, fig: go.Figure) -> None:
+    """Make ``output`` (an ``ipywidgets.Output``) show ``fig`` and nothing else.
+
+    The Output's outputs are replaced, so the front-end draws the new figure with a fresh
+    renderer in the same place; this works from a widget callback, a training loop or another
+    thread alike, because it sets the widget's state instead of capturing display messages.
+    """
+    output.outputs = ({"output_type": "display_data", "data": plots.mimebundle(fig), "metadata": {}},)
+
+
 def live_scan(
     values: Sequence,
     make_figure: Callable[[object], go.Figure],
@@ -31,12 +56,13 @@ def live_scan(
     description: str,
     value=None,
 ):
-    """A slider over ``values``; each move redraws ``make_figure(value)`` in place.
+    """A slider over ``values``; each move redraws ``make_figure(value)`` in place under it.
 
-    Returns the ipywidgets slider; the figure is displayed under it with a display handle.
+    Returns the ipywidgets slider; ``slider.output`` is the ``ipywidgets.Output`` that shows the
+    figure (displayed right under the slider).
     """
     import ipywidgets as widgets
-    from IPython.display import DisplayHandle, display
+    from IPython.display import display
 
     if len(values) == 0:
         raise ValueError("values must contain at least one value to scan")
@@ -45,15 +71,15 @@ def live_scan(
     slider = widgets.SelectionSlider(options=options, value=start, description=description,
                                      continuous_update=False, style={"description_width": "initial"},
                                      layout=widgets.Layout(width="60%"))
-    display(slider)
-    handle = DisplayHandle()
-    handle.display(make_figure(start))
+    output = figure_output()
+    show_figure(output, make_figure(start))
 
     def redraw(change) -> None:
-        handle.update(make_figure(change["new"]))
+        show_figure(output, make_figure(change["new"]))
 
     slider.observe(redraw, names="value")
-    slider.handle = handle  # so a test (or a curious student) can reach the figure
+    slider.output = output  # so a test (or a curious student) can reach the figure
+    display(slider, output)
     return slider
 
 

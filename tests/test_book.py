@@ -1,4 +1,5 @@
-"""Tier 4: the site builds from executed chapters, and a browser sees rendered plotly figures.
+"""Tier 4: the site builds from executed chapters; offline, a browser sees every chapter's
+rendered plotly figures and rendered math (plotly.js and MathJax are served with the site).
 
 Run after the chapter tier (``make test`` does): the site is built from the notebooks that tier
 executed. Run alone, it executes the chapters first.
@@ -59,50 +60,105 @@ def _serve(folder: Path):
     return server
 
 
+def test_site_serves_plotly_js_and_mathjax_once_per_page(site):
+    import plotly
+
+    static = site / "_static"
+    assert (static / "plotly.min.js").read_bytes() == (Path(plotly.__file__).parent / "package_data" / "plotly.min.js").read_bytes()
+    assert (static / "mathjax" / "tex-mml-chtml.js").exists()
+    assert (static / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2" / "MathJax_Main-Regular.woff").exists()
+    for path in book.chapter_paths():
+        text = (site / "chapters" / f"{path.stem}.html").read_text()
+        assert text.count('src="../_static/plotly.min.js') == 1, path.name
+        assert text.count("mathjax/tex-mml-chtml.js") == 1, path.name
+        assert "cdn.plot.ly" not in text and "cdn.jsdelivr.net" not in text and "cdnjs" not in text, path.name
+
+
+BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
+def test_notebooks_number_equations_as_the_site_does(site):
+    import re
+
+    for path in book.chapter_paths():
+        page = (site / "chapters" / f"{path.stem}.html").read_text()
+        on_site = [int(n) for n in re.findall(r'class="eqno">\((\d+)\)', page)]
+        nb = json.loads((book.NOTEBOOKS / f"{path.stem}.ipynb").read_text())
+        text = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+        assert [int(n) for n in re.findall(r"\\tag\{(\d+)\}", text)] == on_site, path.name
+
+
+# Text a reader would see if math were not typeset: TeX delimiters and commands.
+RAW_TEX = r"""(text) => {
+    const found = [];
+    for (const pat of [/\\\(/, /\\\)/, /\\\[/, /\$\$/, /\$[^$\s][^$]*\$/, /\\(frac|beta|pi|log|sum|mathbb|text)\b/]) {
+        const m = text.match(pat);
+        if (m) found.push(text.slice(Math.max(0, m.index - 40), m.index + 40));
+    }
+    return found;
+}"""
+# The page's prose, without code, outputs and typeset math (where $ or \ may legitimately appear).
+PROSE = """() => {
+    const main = document.querySelector('main') || document.body;
+    const copy = main.cloneNode(true);
+    copy.querySelectorAll('pre, code, .cell_output, .output, script, style, mjx-container, mjx-assistive-mml, .MathJax')
+        .forEach(e => e.remove());
+    return copy.innerText;
+}"""
+
+
 @pytest.mark.browser
-def test_browser_sees_rendered_plotly_figures(site):
+def test_browser_sees_rendered_figures_and_math_on_every_chapter(site):
     playwright = pytest.importorskip("playwright.sync_api")
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         if os.environ.get("CI"):
             pytest.fail("chromium is not installed (make env installs it with apt-get)")
         pytest.skip("chromium is not installed (apt-get install chromium)")
-    import plotly
-
-    plotly_js = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
     server = _serve(site)
-    url = f"http://127.0.0.1:{server.server_address[1]}/chapters/01_preferences.html"
+    base = f"http://127.0.0.1:{server.server_address[1]}/"
     SHOTS.mkdir(parents=True, exist_ok=True)
+    results, outside, failed = {}, [], []
     try:
         with playwright.sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=chromium, args=[
                 "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync", "--no-first-run"])
             page = browser.new_page(viewport={"width": 1280, "height": 900})
-
-            # The machine is offline: the page's CDN copy of plotly.js is served from the local
-            # plotly package (the same file); any other outside request is refused.
-            def route(r):
-                if r.request.url.startswith("https://cdn.plot.ly/"):
-                    r.fulfill(path=str(plotly_js), content_type="application/javascript")
-                elif r.request.url.startswith(f"http://127.0.0.1:{server.server_address[1]}/"):
-                    r.continue_()
-                else:
-                    r.abort()
-
-            page.route("**/*", route)
-            page.goto(url, wait_until="load")
-            page.wait_for_selector(".plotly-graph-div svg.main-svg", timeout=30_000)
-            n_divs = page.locator(".plotly-graph-div").count()
-            n_rendered = page.evaluate(
-                "Array.from(document.querySelectorAll('.plotly-graph-div')).filter(d => d.querySelector('svg.main-svg')).length")
-            n_sliders = page.locator(".plotly-graph-div g.slider-container").count()
-            page.locator("g.slider-container").first.scroll_into_view_if_needed()
-            page.screenshot(path=str(SHOTS / "01_preferences_slider.png"))
-            page.screenshot(path=str(SHOTS / "01_preferences.png"), full_page=True)
+            # nothing is intercepted: every request the page makes must go to the site itself,
+            # except the "Open in Colab" badge (a link to an online service; offline it shows
+            # its alt text)
+            local = (base, "data:", "blob:", BADGE)
+            page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(local) else None)
+            page.on("requestfailed", lambda r: failed.append(r.url) if not r.url.startswith(BADGE) else None)
+            page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+            for path in book.chapter_paths():
+                page.goto(f"{base}chapters/{path.stem}.html", wait_until="load")
+                page.wait_for_function("() => Array.from(document.querySelectorAll('.plotly-graph-div'))"
+                                       ".every(d => d.querySelector('svg.main-svg'))", timeout=60_000)
+                page.wait_for_function("() => !document.querySelector('.math') || "
+                                       "document.querySelectorAll('mjx-container').length > 0", timeout=60_000)
+                page.wait_for_timeout(500)  # MathJax typesets in passes; let it finish
+                results[path.stem] = page.evaluate("""() => ({
+                    divs: document.querySelectorAll('.plotly-graph-div').length,
+                    rendered: Array.from(document.querySelectorAll('.plotly-graph-div'))
+                        .filter(d => d.querySelector('svg.main-svg')).length,
+                    sliders: document.querySelectorAll('.plotly-graph-div g.slider-container').length,
+                    math: document.querySelectorAll('.math').length,
+                    mjx: document.querySelectorAll('mjx-container').length,
+                    mjx_errors: document.querySelectorAll('mjx-merror').length })""")
+                results[path.stem]["raw_tex"] = page.evaluate(RAW_TEX, page.evaluate(PROSE))
+                page.screenshot(path=str(SHOTS / f"{path.stem}.png"))
+                if path.stem == "01_preferences":
+                    page.locator("g.slider-container").first.scroll_into_view_if_needed()
+                    page.screenshot(path=str(SHOTS / "01_preferences_slider.png"))
             browser.close()
     finally:
         server.shutdown()
-    print(json.dumps({"plot_divs": n_divs, "rendered": n_rendered, "sliders": n_sliders}))
-    assert n_divs >= 4 and n_rendered == n_divs, (n_divs, n_rendered)
-    assert n_sliders >= 1, "the static scan (a plotly slider figure) is missing"
+    print(json.dumps({"pages": results, "outside_requests": outside[:10], "failed": failed[:10]}))
+    assert outside == [], f"the site asked the internet for {outside[:5]}"
+    assert failed == [], f"requests that failed: {failed[:5]}"
+    for name, r in results.items():
+        assert r["rendered"] == r["divs"], (name, r)
+        assert r["divs"] >= 1 or name.startswith("00"), (name, r)
+        assert r["math"] > 0 and r["mjx"] >= r["math"] and r["mjx_errors"] == 0, (name, r)
+        assert r["raw_tex"] == [], (name, r["raw_tex"])
+    assert results["01_preferences"]["divs"] >= 4 and results["01_preferences"]["sliders"] >= 1

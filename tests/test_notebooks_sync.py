@@ -1,6 +1,7 @@
 """notebooks/*.ipynb are generated from chapters/*.md; the Colab URLs come from one setting."""
 
 import json
+import re
 
 from rlhf_lab import book
 
@@ -33,3 +34,56 @@ def test_colab_urls_follow_the_configured_repository(tmp_path, monkeypatch):
 def test_every_chapter_has_a_colab_badge():
     for path in book.chapter_paths():
         assert "colab.research.google.com/github/" in path.read_text(), path.name
+
+
+# MyST that Colab would show raw: roles ({cite:p}`x`, {eq}`x`, {ref}`x`), directives (```{note},
+# :::{note}), labelled equations ($$ (label)) and targets ((label)=).
+_MYST = {
+    "role": re.compile(r"\{[\w:-]+\}`"),
+    "directive": re.compile(r"^\s*(`{3,}|:{3,})\s*\{[\w:-]+\}", re.M),
+    "equation label": re.compile(r"\$\$[ \t]*\([\w:.-]+\)"),
+    "target": re.compile(r"^\s*\([\w:.-]+\)=\s*$", re.M),
+}
+
+
+def test_notebooks_have_no_myst_left():
+    leftovers = []
+    for path in sorted(book.NOTEBOOKS.glob("*.ipynb")):
+        for cell in json.loads(path.read_text())["cells"]:
+            if cell["cell_type"] != "markdown":
+                continue
+            text = "".join(cell["source"])
+            leftovers += [f"{path.name}: {kind}: {m.group(0)!r}" for kind, rx in _MYST.items()
+                          for m in rx.finditer(text)]
+    assert leftovers == [], "\n".join(leftovers[:20])
+
+
+def test_notebooks_cite_author_year_and_number_equations():
+    nb = json.loads((book.NOTEBOOKS / "01_preferences.ipynb").read_text())
+    markdown = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown"]
+    text = "\n".join(markdown)
+    assert "(Bradley and Terry, 1952)" in text  # {cite:p}
+    assert "\\tag{3}" in text and "\\tag{4}" in text  # numbered through the book: 00 has (1), (2)
+    assert markdown[-1].startswith("## References") and "Bradley" in markdown[-1]
+    nb = json.loads((book.NOTEBOOKS / "09_overoptimisation.ipynb").read_text())
+    text = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    assert "eq. (1) of chapter 00" in text  # an equation of another chapter
+    nb = json.loads((book.NOTEBOOKS / "00_tour.ipynb").read_text())
+    text = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    assert "Christiano et al. (2017) and Ziegler et al. (2019)" in text  # {cite:t}
+
+
+def test_directives_roles_and_targets_become_plain_markdown():
+    bib = {"k": {"author": "Doe, Jane and Roe, Rick", "year": "2020", "title": "T"}}
+    equations = {"eq-a": ("03", 2), "eq-b": ("01", 1)}
+    text = "\n".join([
+        "(sec-x)=", "## X", "", "See ({eq}`eq-a`) and {eq}`eq-b`, {cite:t}`k`, {cite:p}`k`,",
+        "{ref}`the section <sec-x>`, {term}`KL` and {numref}`fig-1`.", "",
+        "```{note}", "A note.", "```", "", ":::{admonition} Why", ":class: tip", "Because.", ":::", "",
+        "$$", "x = 1", "$$ (eq-a)"])
+    cited = []
+    out = book.plain_markdown(text, "03", equations, bib, cited)
+    assert "See (2) and eq. (1) of chapter 01, Doe and Roe (2020), (Doe and Roe, 2020)," in out
+    assert "the section, KL and fig-1." in out
+    assert "> **Note**\n>\n> A note." in out and "> **Why**\n>\n> Because." in out
+    assert "x = 1\n\\tag{2}\n$$" in out and "(sec-x)=" not in out and cited == ["k"]

@@ -33,21 +33,67 @@ def test_static_scan_displays_the_baked_figure(monkeypatch):
     assert isinstance(fig, go.Figure) and len(fig.layout.sliders[0].steps) == 2
 
 
-def test_live_scan_redraws_when_the_slider_moves(monkeypatch):
+def test_live_scan_redraws_the_one_figure_under_the_slider(monkeypatch):
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    from test_live import PLOTLY, frontend
+
     monkeypatch.delenv(widgets.STATIC_ENV, raising=False)
+    plots.setup(plots.LIVE_RENDERER)
+    InteractiveShell.instance()
     calls = []
 
     def make_traces(v):
         calls.append(v)
         return _traces(v)
 
-    slider = widgets.scan([1, 2, 3], make_traces, title=lambda v: f"value {v}", xaxis="x", yaxis="y",
-                          slider_label="v")
-    assert calls == [3]
-    slider.value = 1
-    assert calls == [3, 1]
-    slider.value = 2
-    assert calls == [3, 1, 2]
+    with capture_output() as cap:
+        slider = widgets.scan([1, 2, 3], make_traces, title=lambda v: f"value {v}", xaxis="x", yaxis="y",
+                              slider_label="v")
+        assert calls == [3]
+        slider.value = 1
+        assert calls == [3, 1]
+        slider.value = 2
+        assert calls == [3, 1, 2]
+    # the cell shows the slider and the Output under it, and no figure of its own
+    views = [out.data["application/vnd.jupyter.widget-view+json"]["model_id"] for out in cap.outputs
+             if "application/vnd.jupyter.widget-view+json" in out.data]
+    assert views == [slider.model_id, slider.output.model_id] and frontend(cap.outputs) == []
+    (shown,) = [o["data"][PLOTLY] for o in slider.output.outputs]  # one figure, the last value's
+    assert shown["layout"]["title"]["text"] == "value 2" and shown["data"][0]["y"] == [2, 4]
+
+
+def test_setup_picks_the_renderer_for_where_it_runs(monkeypatch):
+    import sys
+
+    import plotly.io as pio
+
+    monkeypatch.delenv(widgets.STATIC_ENV, raising=False)
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    plots.setup()
+    assert pio.renderers.default == plots.LIVE_RENDERER == "plotly_mimetype+notebook_connected"
+    monkeypatch.setenv(widgets.STATIC_ENV, "1")
+    plots.setup()
+    assert pio.renderers.default == plots.BOOK_RENDERER
+    monkeypatch.setitem(sys.modules, "google.colab", object())
+    plots.setup()
+    assert pio.renderers.default == "colab"
+    plots.setup("json")
+    assert pio.renderers.default == "json"
+    plots.setup(plots.LIVE_RENDERER)
+
+
+def test_book_figures_load_neither_plotly_js_nor_mathjax():
+    import plotly.io as pio
+
+    pio.renderers.default = plots.BOOK_RENDERER
+    try:
+        html = plots.mimebundle(go.Figure(go.Scatter(x=[0], y=[1])))["text/html"]
+    finally:
+        plots.setup(plots.LIVE_RENDERER)
+    assert "plotly-graph-div" in html and "Plotly.newPlot" in html
+    assert "<script src" not in html and "mathjax" not in html.lower() and "cdn" not in html
 
 
 def test_long_titles_wrap_at_spaces_and_keep_every_word():
