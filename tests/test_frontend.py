@@ -163,14 +163,17 @@ def test_slider_redraws_one_figure_and_live_curves_grow_one_figure(lab, ui, kern
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(lab["url"]) else None)
         start = time.monotonic()
-        page.goto(f"{lab['url']}/{UIS[ui]}/live_{kernel}.ipynb?token={lab['token']}", wait_until="load", timeout=120_000)
+        # a fresh workspace, so JupyterLab does not restore the notebook an earlier test opened
+        reset = "reset&" if ui == "lab" else ""
+        name = f"live_{kernel}.ipynb"
+        page.goto(f"{lab['url']}/{UIS[ui]}/{name}?{reset}token={lab['token']}", wait_until="load", timeout=120_000)
         page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
-        page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
-                               " && window.jupyterapp.shell.currentWidget.sessionContext"
-                               " && window.jupyterapp.shell.currentWidget.sessionContext.session"
-                               " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
-                               " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
-                               ".connectionStatus === 'connected'", timeout=120_000)
+        # the notebook in front is ours and its kernel is connected (and is the one we asked for)
+        page.wait_for_function("name => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
+                               " const k = w && w.context && w.context.path === name && w.sessionContext"
+                               " && w.sessionContext.session && w.sessionContext.session.kernel;"
+                               " return k && k.connectionStatus === 'connected' && k.status === 'idle'; }",
+                               arg=name, timeout=180_000)
         timings["lab_open_s"] = round(time.monotonic() - start, 1)
 
         # run every cell; watch the live-curves cell while it runs
