@@ -577,3 +577,17 @@ def test_bad_input_raises_value_error(call, match):
 
 def _grpo_inputs():
     return torch.zeros(2, 4), torch.zeros(2, 4), torch.zeros(2, 4), AGG_ADV, AGG_MASK
+
+
+def test_group_advantages_accept_integer_rewards_and_eps_zero():
+    from rlhf_lab.algos.grpo import group_advantages
+
+    ints = torch.tensor([[1, 0, 0, 1], [1, 1, 1, 1]])  # a verifier's 0/1 rewards, one all-correct group
+    adv = group_advantages(ints)
+    assert adv.dtype == torch.float32
+    assert torch.equal(adv, group_advantages(ints.float()))
+    assert adv[1].tolist() == [0.0, 0.0, 0.0, 0.0]
+    no_eps = group_advantages(ints.float(), eps=0.0)
+    assert torch.isfinite(no_eps).all() and no_eps[1].tolist() == [0.0, 0.0, 0.0, 0.0]  # 0, not NaN
+    # unequal groups with eps = 0: (r − mean) / Bessel std exactly
+    assert no_eps[0].tolist() == approx(((ints[0].float() - 0.5) / ints[0].float().std()).tolist())

@@ -45,7 +45,8 @@ def group_advantages(rewards: Tensor, scale: str = "group", eps: float = 1e-4) -
     A group whose rewards are all equal gets advantage 0: it gives no gradient.
 
     Args:
-        rewards: reward of each of the G responses to each of the N prompts.
+        rewards: reward of each of the G responses to each of the N prompts (float, or integer
+            0/1 from a verifier).
         scale: ``"group"`` (GRPO), ``"batch"`` or ``"none"`` (Dr. GRPO).
         eps: added to the std before dividing; TRL uses 1e-4.
 
@@ -65,13 +66,15 @@ def group_advantages(rewards: Tensor, scale: str = "group", eps: float = 1e-4) -
         raise ValueError(f"scale must be one of {SCALES}; got {scale!r}")
     if not eps >= 0:
         raise ValueError(f"eps must be >= 0; got {eps}")
-    rewards = rewards.detach()
+    # integer 0/1 rewards (a verifier's) are accepted: mean and std need a floating dtype
+    rewards = rewards.detach() if rewards.is_floating_point() else rewards.detach().float()
     centered = rewards - rewards.mean(dim=1, keepdim=True)
     if scale == "none":
         return centered
     std = rewards.std(dim=1, keepdim=True) if scale == "group" else rewards.std()
-    # (eq-grpo-adv)  A_i = (r_i − mean(r)) / (std(r) + eps)
-    return centered / (std + eps)
+    # (eq-grpo-adv)  A_i = (r_i − mean(r)) / (std(r) + eps); a group of equal rewards has
+    # centered = 0, and gets 0 even with eps = 0 (where 0 / 0 would be NaN)
+    return torch.where(centered == 0, torch.zeros_like(centered), centered / (std + eps))
 
 
 def rloo_advantages(rewards: Tensor) -> Tensor:
@@ -81,7 +84,8 @@ def rloo_advantages(rewards: Tensor) -> Tensor:
     policy gradient stays unbiased (RLOO, Ahmadian et al. 2024; TRL's RLOOTrainer).
 
     Args:
-        rewards: reward of each of the G responses to each of the N prompts.
+        rewards: reward of each of the G responses to each of the N prompts (float, or integer
+            0/1 from a verifier).
 
     Shape:
         rewards: (N, G), introduced in chapter 08.
