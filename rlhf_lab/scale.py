@@ -83,7 +83,7 @@ class Scale:
         exact sections at ``scale.exact()`` and their full-size sections at ``scale``."""
         if self.reviews_enumerable:
             return self
-        return dataclasses.replace(get_scale("cpu"), device=self.device)
+        return dataclasses.replace(get_scale("cpu"), device=self.device, seed=self.seed)
 
     def replace(self, **changes) -> "Scale":
         """A copy with some fields changed (for experiments in a chapter)."""

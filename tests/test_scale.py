@@ -51,6 +51,7 @@ def test_exact_sections_use_the_largest_enumerable_preset():
     gpu = get_scale("gpu")
     exact = gpu.exact()
     assert exact.name == "cpu" and exact.reviews_enumerable and exact.device == gpu.device
+    assert gpu.replace(seed=5).exact().seed == 5  # the seed travels with the scale
 
 
 def test_seed_comes_from_one_variable(monkeypatch):
