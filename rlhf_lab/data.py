@@ -2,7 +2,7 @@
 
 Preference pairs are labelled the way Gao et al. (2022) build synthetic preferences: two
 completions of one prompt are drawn from a policy, and the gold reward r decides which is chosen
-through the Bradley–Terry model at a temperature τ (eq. 5.1):
+through the Bradley–Terry model at a temperature τ (eq-bt, with a temperature):
 
     P(a ≻ b) = σ((r_a − r_b) / τ)
 
@@ -47,7 +47,7 @@ def preference_dataset(
     label_noise: float = 0.2,
     seed: int | None = None,
 ) -> datasets.Dataset:
-    """``n_pairs`` preference pairs of distinct completions labelled by the gold reward (eq. 5.1).
+    """``n_pairs`` preference pairs of distinct completions labelled by the gold reward (eq-bt, with a temperature).
 
     Prompts are spread evenly over ``world.prompts`` (in a random order). For each, two
     completions a ≠ b are drawn independently from the policy (redrawn while equal), then a is
@@ -82,7 +82,7 @@ def preference_dataset(
     else:
         a, b = _pairs_from_sampler(prompts, sample_fn)
     r_a, r_b = world.gold_rewards(prompts, a).double(), world.gold_rewards(prompts, b).double()
-    # eq. 5.1: P(a ≻ b) = σ((r_a − r_b)/τ); at τ = 0 a step function with ties at ½
+    # (eq-bt) with a temperature: P(a ≻ b) = σ((r_a − r_b)/τ); at τ = 0 a step function with ties at ½
     diff = r_a - r_b
     p_a = torch.sigmoid(diff / label_noise) if label_noise > 0 else 0.5 * (1 + torch.sign(diff))
     a_wins = (torch.rand(n_pairs, generator=g, dtype=torch.float64) < p_a).tolist()

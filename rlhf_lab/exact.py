@@ -4,13 +4,14 @@ The worlds at scales ci and cpu are small enough to list every completion y a po
 With the exact log-probabilities log π(y|x) of all of them, the quantities the algorithms only
 estimate become sums:
 
-    E_π[r]          = Σ_y π(y) r(y)                                          (eq. 2.1)
-    KL(π ‖ π_ref)   = Σ_y π(y) (log π(y) − log π_ref(y))                     (eq. 4.3)
-    H(π)            = −Σ_y π(y) log π(y)                                     (eq. 9.2)
-    π*_β(y)         = π_ref(y) exp(r(y)/β) / Z,   the maximiser of E[r] − β·KL (eq. 7.1)
+    E_π[r]          = Σ_y π(y) r(y)
+    KL(π ‖ π_ref)   = Σ_y π(y) (log π(y) − log π_ref(y))                     (eq-kl)
+    H(π)            = −Σ_y π(y) log π(y)                                     (eq-entropy)
+    π*_β(y)         = π_ref(y) exp(r(y)/β) / Z,   the maximiser of E[r] − β·KL (eq-kl-optimum)
+    pass@k          = 1 − (1 − Σ_y π(y) r(y))^k   for a 0/1 reward            (eq-pass-k)
 
 with 0·log 0 = 0. Each is computed per prompt over the last dimension and averaged uniformly
-over prompts. Introduced in chapter 02 (exact metrics) and chapter 07 (the optimum π*_β).
+over prompts. Introduced in chapter 00 (KL, entropy, the optimum π*_β) and chapter 08 (pass@k).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from rlhf_lab.worlds.base import EOS, TokenWorld
 
 # -- tensor math over an enumerated output set -------------------------------------------------
 def kl_regularized_optimum(logp_ref: torch.Tensor, rewards: torch.Tensor, beta: float) -> torch.Tensor:
-    """log π*_β = log π_ref + r/β − log Z: the maximiser of E_π[r] − β·KL(π ‖ π_ref) (eq. 7.1).
+    """log π*_β = log π_ref + r/β − log Z: the maximiser of E_π[r] − β·KL(π ‖ π_ref) (eq-kl-optimum).
 
     β → ∞ gives π_ref; β → 0 puts all mass on the best output(s) that π_ref can produce.
 
@@ -32,8 +33,24 @@ def kl_regularized_optimum(logp_ref: torch.Tensor, rewards: torch.Tensor, beta: 
     """
     if not beta > 0:  # also rejects NaN
         raise ValueError(f"beta must be > 0 (β, the KL coefficient), got {beta}")
-    # eq. 7.1; logsumexp inside log_softmax keeps it finite even for r/β in the thousands
+    # eq-kl-optimum; logsumexp inside log_softmax keeps it finite even for r/β in the thousands
     return torch.log_softmax(logp_ref + rewards / beta, dim=-1)
+
+
+PASS_K = (1, 4, 16)  # the k of the exact pass@k logged on verifiable (0/1-reward) worlds
+
+
+def pass_at_k(logp: torch.Tensor, gold: torch.Tensor, k: int) -> float:
+    """Exact pass@k = mean over prompts of 1 − (1 − p_x)^k, p_x = Σ_y π(y|x)·gold(x, y).
+
+    The chance that at least one of k independent samples is right, for a 0/1 gold reward.
+
+    Shape:
+        logp: (P, K) exact log-probs; gold: (P, K) in {0, 1}. Introduced in chapter 08.
+    """
+    p = (logp.double().exp() * gold.double()).sum(-1).clamp(0.0, 1.0)  # (P,) pass@1 per prompt
+    # (eq-pass-k)  pass@k = 1 − (1 − p)^k
+    return float((1.0 - (1.0 - p) ** k).mean())
 
 
 def _p_and_logp(logp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,7 +60,7 @@ def _p_and_logp(logp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def kl(logp: torch.Tensor, logp_ref: torch.Tensor) -> torch.Tensor:
-    """KL(π ‖ π_ref) = Σ π (log π − log π_ref) over the last dim (eq. 4.3); 0·log 0 = 0.
+    """KL(π ‖ π_ref) = Σ π (log π − log π_ref) over the last dim (eq-kl); 0·log 0 = 0.
 
     It is +∞ when π puts mass where π_ref has none. Shape: (..., K), (..., K) → (...).
     """
@@ -53,13 +70,13 @@ def kl(logp: torch.Tensor, logp_ref: torch.Tensor) -> torch.Tensor:
 
 
 def entropy(logp: torch.Tensor) -> torch.Tensor:
-    """H(π) = −Σ π log π over the last dim (eq. 9.2); 0·log 0 = 0. Shape: (..., K) → (...)."""
+    """H(π) = −Σ π log π over the last dim (eq-entropy); 0·log 0 = 0. Shape: (..., K) → (...)."""
     p, logp_safe = _p_and_logp(logp)
     return -(p * logp_safe).sum(-1)
 
 
 def expected(logp: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """E_π[v] = Σ π v over the last dim (eq. 2.1); outputs with π = 0 contribute 0.
+    """E_π[v] = Σ π v over the last dim; outputs with π = 0 contribute 0.
 
     Shape: logp (..., K), values (..., K) → (...).
     """
@@ -209,6 +226,11 @@ class Enumeration:
         self._index = {c: i for i, c in enumerate(self.completions)}
 
     @property
+    def verifiable(self) -> bool:
+        """True on a world whose gold reward is a 0/1 verifier (``world.verifiable``): pass@k."""
+        return bool(getattr(self.world, "verifiable", False))
+
+    @property
     def shape(self) -> tuple[int, int]:
         """(P, K)."""
         return tuple(self.gold.shape)
@@ -218,7 +240,7 @@ class Enumeration:
         return completion_logprobs(policy, self.world, self.prompts, batch_size=batch_size)
 
     def optimum(self, logp_ref: torch.Tensor, beta: float, rewards: torch.Tensor | None = None) -> torch.Tensor:
-        """log π*_β for the gold rewards (or ``rewards``, e.g. a proxy's). Shape (P, K) (eq. 7.1)."""
+        """log π*_β for the gold rewards (or ``rewards``, e.g. a proxy's). Shape (P, K) (eq-kl-optimum)."""
         self._check(logp_ref, "logp_ref")
         rewards = self.gold if rewards is None else self._check(rewards, "rewards")
         return kl_regularized_optimum(logp_ref.double(), rewards.double(), beta)
@@ -227,7 +249,8 @@ class Enumeration:
         self, logp: torch.Tensor, logp_ref: torch.Tensor | None = None, proxy: torch.Tensor | None = None
     ) -> dict[str, float]:
         """Exact ``reward/gold``, ``reward/proxy`` (if proxy rewards (P, K) are given), ``kl/exact``
-        (if ``logp_ref`` is given) and ``entropy/exact``, each averaged uniformly over prompts.
+        (if ``logp_ref`` is given) and ``entropy/exact``, each averaged uniformly over prompts;
+        on a verifiable world (a 0/1 verifier as gold reward) also ``pass@k`` for k in ``PASS_K``.
 
         Shape: logp (P, K), logp_ref (P, K), proxy (P, K).
         """
@@ -238,6 +261,8 @@ class Enumeration:
         if logp_ref is not None:
             out["kl/exact"] = float(kl(logp, self._check(logp_ref, "logp_ref").double()).mean())
         out["entropy/exact"] = float(entropy(logp).mean())
+        if self.verifiable:
+            out.update({f"pass@{k}": pass_at_k(logp, self.gold, k) for k in PASS_K})
         return out
 
     def sample(self, logp: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:

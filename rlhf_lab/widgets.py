@@ -94,18 +94,25 @@ def scan(
     fixed_traces: Sequence = (),
     yrange: Sequence[float] | None = None,
     static: bool | None = None,
+    value=None,
 ):
     """Show a scan: live in a kernel with a front-end, baked when building the book.
 
-    ``make_traces(v)`` returns the traces for one value; ``title`` may depend on it. Displays
-    itself; returns the slider widget (live) or the figure (static) for tests to inspect.
+    ``make_traces(v)`` returns the traces for one value; ``title`` may depend on it. The slider
+    opens at ``value`` (default the last of ``values``). Displays itself; returns the slider
+    widget (live) or the figure (static) for tests to inspect — assign it
+    (``eps_scan = widgets.scan(...)``), or a notebook shows a cell's last value a second time.
     """
+    if value is not None and value not in values:
+        raise ValueError(f"value must be one of values {list(values)}; got {value!r}")
+    start = values[-1] if value is None else value
     static = is_static() if static is None else static
     if static:
         from IPython.display import display
 
-        fig = plots.slider_figure(values, make_traces, title=title if isinstance(title, str) else title(values[-1]),
+        fig = plots.slider_figure(values, make_traces, title=title if isinstance(title, str) else title(start),
                                   xaxis=xaxis, yaxis=yaxis, slider_label=slider_label,
+                                  active=list(values).index(start),
                                   fixed_traces=fixed_traces, yrange=yrange)
         display(fig)
         return fig
@@ -117,4 +124,4 @@ def scan(
             fig.update_yaxes(range=list(yrange))
         return fig
 
-    return live_scan(values, make_figure, description=slider_label)
+    return live_scan(values, make_figure, description=slider_label, value=start)

@@ -132,9 +132,53 @@ def test_equal_rewards_give_no_update_when_dropped(tiny):
     assert h["stats/frac_reward_zero_std"] == [1.0, 1.0, 1.0]
     assert "loss/policy" not in h
     assert all(torch.equal(a, b) for a, b in zip(h.policy.parameters(), ref.parameters()))
-    # with the KL in the reward, the same batch still has signal: −β·k1 differs across samples
-    h = train_grpo(ref, world, config(steps=2, beta=0.5, kl_placement="reward"), reward_fn=constant)
-    assert h["stats/frac_reward_zero_std"][1] == 1.0 and h["kl/exact"][-1] > 0
+    # with the KL in the reward, a constant reward still trains: −β·k1 pulls a policy that has
+    # drifted back towards π_ref (at π = π_ref, k1 = 0 and there is nothing to pull)
+    drifted = train_grpo(ref, world, config(steps=4, lr=3e-3)).policy
+    h = train_grpo(drifted, world, config(steps=6, lr=3e-3, beta=1.0, kl_placement="reward", eval_every=6),
+                   reward_fn=constant, ref_policy=ref)
+    assert h["stats/frac_reward_zero_std"][-1] == 1.0
+    assert 0 < h["kl/exact"][-1] < 0.8 * h["kl/exact"][0], h["kl/exact"]
+
+
+def test_kl_in_the_reward_is_applied_after_standardising():
+    """In a group of equal rewards the penalty's advantages shrink with β (→ 0 as β → 0);
+    penalising before standardising would give advantages of size ~1 whatever β is."""
+    gen = torch.Generator().manual_seed(0)
+    rewards = torch.tensor([[1.0, 1.0, 1.0, 1.0], [0.0, 1.0, 0.0, 1.0]])
+    seq_kl = torch.rand(2, 4, generator=gen) * 2.0
+    sizes = {}
+    for beta in (0.1, 0.01, 0.001):
+        adv = grpo.kl_reward_advantages(rewards, seq_kl, beta)
+        assert torch.allclose(adv[0], -beta * (seq_kl[0] - seq_kl[0].mean()))
+        assert adv[0].sum().abs() < 1e-6  # centred: a baseline, no change in expectation
+        before = grpo.group_advantages(rewards - beta * seq_kl)  # the pitfall
+        sizes[beta] = (adv[0].abs().max().item(), before[0].abs().max().item())
+        assert before[0].abs().max() > 0.8  # ~1 whatever β is
+    assert sizes[0.001][0] < 0.01 * sizes[0.1][0] * 1.01 and sizes[0.001][0] < 2e-3
+    # the group with a reward signal keeps its standardised advantages, up to the β term
+    assert torch.allclose(grpo.kl_reward_advantages(rewards, seq_kl, 0.0), grpo.group_advantages(rewards))
+    with pytest.raises(ValueError, match="seq_kl"):
+        grpo.kl_reward_advantages(rewards, seq_kl[:, :3], 0.1)
+
+
+def test_first_ratio_is_exactly_one(tiny, monkeypatch):
+    """log π_old is teacher-forced like log π_θ, so before any update ρ = 1 exactly and the
+    clip never acts with μ = 1."""
+    world, ref = tiny
+    seen = []
+    real = grpo.grpo_loss
+
+    def spy(logp, logp_old, *args, **kwargs):
+        seen.append((logp.detach().clone(), logp_old.clone(), args[2].bool()))
+        return real(logp, logp_old, *args, **kwargs)
+
+    monkeypatch.setattr(grpo, "grpo_loss", spy)
+    h = train_grpo(ref, world, config(steps=2, updates_per_batch=1))
+    logp, logp_old, mask = seen[0]
+    assert mask.any()
+    assert torch.equal(logp[mask], logp_old[mask])
+    assert h["stats/clip_ratio/region"] == [0.0, 0.0]
 
 
 @pytest.mark.parametrize("changes", [dict(loss_type="dr_grpo", scale_rewards="none"),

@@ -105,3 +105,22 @@ def test_long_titles_wrap_at_spaces_and_keep_every_word():
     assert wrap_title("short title") == "short title"
     fig = lines([0, 1], {"a": [0, 1]}, title=title, xaxis="x", yaxis="y")
     assert fig.layout.title.text == wrapped and fig.layout.margin.t > 60
+
+
+def test_scan_opens_at_the_given_value_static_and_live(monkeypatch):
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    monkeypatch.setenv(widgets.STATIC_ENV, "1")
+    fig = widgets.scan([0.1, 0.2, 0.5], _traces, title=lambda v: f"ε = {v}", xaxis="x", yaxis="y",
+                       slider_label="ε", value=0.2)
+    assert fig.layout.sliders[0].active == 1 and fig.layout.title.text == "ε = 0.2"
+    assert [bool(t.visible) for t in fig.data] == [False, True, False]
+    monkeypatch.delenv(widgets.STATIC_ENV)
+    InteractiveShell.instance()
+    with capture_output():
+        slider = widgets.scan([0.1, 0.2, 0.5], _traces, title="t", xaxis="x", yaxis="y", slider_label="ε",
+                              value=0.2)
+    assert slider.value == 0.2
+    with pytest.raises(ValueError, match="value must be one of"):
+        widgets.scan([0.1, 0.2], _traces, title="t", xaxis="x", yaxis="y", slider_label="ε", value=0.3)

@@ -222,5 +222,41 @@ def test_rejection_sampling_fine_tuning_raises_gold(world, policy, evaluator):
     h = train_rejection_sampling(policy, world, config, evaluator=evaluator)
     assert h.steps("reward/gold") == [0, 6, 12]  # start, then the end of each round (3 steps per round)
     assert h["reward/gold"][-1] > h["reward/gold"][0] + 0.1
-    assert all(k > r for k, r in zip(h["reward/kept"], h["reward/sampled"]))
+    assert all(k > r for k, r in zip(h["reward/kept"], h["reward/mean"]))
     assert "loss/sft" in h and h.policy is not policy
+
+
+def test_every_trainer_logs_the_exact_proxy_reward_on_an_enumerable_world(world, policy):
+    """One evaluator factory (loop.default_evaluator): given a reward_fn, DPO, rejection sampling,
+    GRPO and the policy-gradient trainers all log the proxy's exact expectation as reward/proxy,
+    and it is the enumeration's expectation, not a sample mean."""
+    from rlhf_lab.algos import a2c, grpo, ppo, reinforce
+
+    def proxy(prompts, completions):  # a stand-in reward model: longer is better
+        return torch.tensor([float(len(c.split())) for c in completions])
+
+    enum = exact.Enumeration(world)
+    k = len(enum.completions)
+    scores = proxy([x for x in enum.prompts for _ in range(k)], enum.completions * len(enum.prompts))
+    expected = float(exact.expected(enum.logprobs(policy), scores.double().view(enum.shape)).mean())
+    pairs = data.preference_dataset(world, 32, logp=enum.logprobs(policy), seed=0)
+    runs = {
+        "dpo": lambda: train_dpo(policy, world, pairs, DPOConfig(epochs=1, batch_size=16, progress=False),
+                                 reward_fn=proxy),
+        "rejection sampling": lambda: train_rejection_sampling(
+            policy, world, RejectionSamplingConfig(rounds=1, prompts_per_round=8, n=2, progress=False),
+            reward_fn=proxy),
+        "grpo": lambda: grpo.train_grpo(policy, world, grpo.GRPOConfig(steps=1, group_size=2, prompts_per_step=4,
+                                                                      progress=False), reward_fn=proxy),
+        "reinforce": lambda: reinforce.train(policy, world, reinforce.ReinforceConfig(steps=1, batch_size=8,
+                                                                                   progress=False),
+                                             reward_fn=proxy),
+        "a2c": lambda: a2c.train(policy, world, a2c.A2CConfig(steps=1, batch_size=8, progress=False),
+                                 reward_fn=proxy),
+        "ppo": lambda: ppo.train(policy, world, ppo.PPOConfig(steps=1, batch_size=8, minibatch_size=4,
+                                                               progress=False), reward_fn=proxy),
+    }
+    for name, run in runs.items():
+        h = run()
+        assert "reward/proxy" in h, name
+        assert h["reward/proxy"][0] == pytest.approx(expected, rel=1e-9), name  # step 0: π = π_ref

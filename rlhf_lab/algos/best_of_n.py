@@ -431,9 +431,10 @@ def train_rejection_sampling(
     Each round: 1) sample n completions for each of B prompts from the current policy;
     2) keep the best (``config.selection``); 3) ``config.epochs`` passes of :func:`sft_loss` on
     the kept samples; 4) log. Per gradient step: ``loss/sft``, ``stats/grad_norm``; per round
-    (at the step that ends it): ``reward/sampled`` and ``reward/kept`` (mean reward of all and
-    of the kept samples) and, on an enumerable world, the exact ``reward/gold``, ``kl/exact``,
-    ``entropy/exact`` (also at step 0).
+    (at the step that ends it): ``reward/mean`` and ``reward/kept`` (mean reward of all and
+    of the kept samples) and the evaluator's metrics (also at step 0): on an enumerable world
+    the exact ``reward/gold``, ``kl/exact``, ``entropy/exact`` and, with a ``reward_fn``, the
+    exact ``reward/proxy``.
 
     Args:
         policy: the starting policy; not modified (a copy is trained).
@@ -443,15 +444,15 @@ def train_rejection_sampling(
         reward_fn: ``reward_fn(prompts, completions) -> Tensor (B,)`` that ranks the samples,
             e.g. a reward model; default the world's gold reward.
         ref_policy: π_ref of the exact KL; default ``policy``.
-        evaluator: a prepared ``ExactEvaluator`` (saves enumerating again across runs); by
-            default exact on an enumerable world, else a ``SampledEvaluator``.
+        evaluator: a prepared evaluator (saves enumerating again across runs); default
+            ``default_evaluator(world, ref_policy, reward_fn)``.
 
     Returns:
         The ``History``; the trained policy is ``history.policy``.
     """
     ref_policy = policy if ref_policy is None else ref_policy
     if evaluator is None:
-        evaluator = default_evaluator(world, ref_policy)
+        evaluator = default_evaluator(world, ref_policy, proxy_fn=reward_fn)
     score = reward_fn or world.gold_rewards
     model = trainable_copy(policy)
     device = next(model.parameters()).device
@@ -492,7 +493,7 @@ def train_rejection_sampling(
                 step += 1
                 log(step, {"loss/sft": loss.item(), "stats/grad_norm": float(grad_norm)})
         # 4) log the round
-        metrics = {"reward/sampled": drawn.sample_rewards.mean().item(),
+        metrics = {"reward/mean": drawn.sample_rewards.mean().item(),
                    "reward/kept": drawn.sample_rewards[mask].mean().item()}
         metrics.update(evaluator(model))
         log(step, metrics)

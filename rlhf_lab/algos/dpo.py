@@ -13,6 +13,7 @@ arms, where its optimum π*_β can be checked exactly. Introduced in chapter 07.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -286,6 +287,7 @@ def train_dpo(
     *,
     ref_policy: torch.nn.Module | None = None,
     evaluator: ExactEvaluator | SampledEvaluator | None = None,
+    reward_fn: Callable[[list[str], list[str]], Tensor] | None = None,
 ) -> History:
     """Train a copy of ``policy`` on preference pairs with DPO, a variant, or SimPO (chapter 07).
 
@@ -293,9 +295,9 @@ def train_dpo(
     then per minibatch of pairs: 2) the policy's log-probs of both completions; 3) the loss and
     a gradient step; 4) log ``loss/policy``, ``rewards/chosen``, ``rewards/rejected``,
     ``rewards/margins``, ``rewards/accuracies``, ``logps/chosen``, ``logps/rejected`` (as TRL
-    logs them) and ``stats/grad_norm``. On an enumerable world the exact ``reward/gold``,
-    ``kl/exact``, ``entropy/exact`` are logged at step 0, every ``eval_every`` steps and at the
-    end.
+    logs them) and ``stats/grad_norm``. The evaluator's metrics (on an enumerable world the
+    exact ``reward/gold``, ``kl/exact``, ``entropy/exact``, and ``reward/proxy`` when a
+    ``reward_fn`` is given) are logged at step 0, every ``eval_every`` steps and at the end.
 
     Args:
         policy: the starting policy (the SFT model); not modified (a copy is trained).
@@ -304,8 +306,10 @@ def train_dpo(
         config: a :class:`DPOConfig`.
         callback: called as ``callback(step, metrics, history)`` after every log.
         ref_policy: π_ref; default ``policy`` itself (the usual choice).
-        evaluator: a prepared ``ExactEvaluator`` (saves enumerating again across runs); by
-            default exact on an enumerable world, else a ``SampledEvaluator``.
+        evaluator: a prepared evaluator (saves enumerating again across runs); default
+            ``default_evaluator(world, ref_policy, reward_fn)``.
+        reward_fn: a proxy reward (e.g. the reward model the pairs could have trained) whose
+            expectation is logged as ``reward/proxy``; DPO does not train on it.
 
     Returns:
         The ``History``; the trained policy is ``history.policy``.
@@ -317,7 +321,7 @@ def train_dpo(
     _check_preferences(dataset)
     ref_policy = policy if ref_policy is None else ref_policy
     if evaluator is None:
-        evaluator = default_evaluator(world, ref_policy)
+        evaluator = default_evaluator(world, ref_policy, proxy_fn=reward_fn)
     model = trainable_copy(policy)
     device = next(model.parameters()).device
     chosen = encode_texts(world, dataset["prompt"], dataset["chosen"], device)
@@ -392,7 +396,7 @@ def train_dpo_bandit(
             full-batch steps.
         callback: called as ``callback(step, metrics, history)`` after every log.
         rewards: true arm rewards r; with them the log also has ``kl/to_optimum`` =
-            KL(π ‖ π*_β) for π*_β of r, and ``reward/true`` = E_π[r].
+            KL(π ‖ π*_β) for π*_β of r, and ``reward/gold`` = E_π[r].
 
     Shape:
         logp_ref: (K,); winners, losers: (N,) arm indices; rewards: (K,). Introduced in chapter 07.
@@ -430,7 +434,7 @@ def train_dpo_bandit(
                 metrics = {"loss/policy": loss.item(), **stats, "kl/exact": float(kl(logp, logp_ref))}
                 if optimum is not None:
                     metrics["kl/to_optimum"] = float(kl(logp, optimum))
-                    metrics["reward/true"] = float((logp.exp() * torch.as_tensor(rewards).double()).sum())
+                    metrics["reward/gold"] = float((logp.exp() * torch.as_tensor(rewards).double()).sum())
             history.log(step, metrics)
             if callback is not None:
                 callback(step, metrics, history)

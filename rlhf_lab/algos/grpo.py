@@ -21,6 +21,7 @@ from rlhf_lab.scale import get_seed
 from rlhf_lab.algos.loop import (Callback, ExactEvaluator, SampledEvaluator, check_finite, default_evaluator, progress,
                                  trainable_copy)
 from rlhf_lab.core import entropy_from_logits, kl_penalty, masked_mean
+from rlhf_lab.exact import PASS_K, pass_at_k  # noqa: F401  (re-exported: grpo.pass_at_k)
 from rlhf_lab.history import History
 from rlhf_lab.rollout import Rollout, completion_logits, completion_logprobs, sample
 from rlhf_lab.worlds.base import TokenWorld
@@ -103,6 +104,35 @@ def rloo_advantages(rewards: Tensor) -> Tensor:
     group_size = rewards.shape[1]
     # (eq-rloo)  A_i = r_i − (1/(G − 1)) Σ_{j≠i} r_j
     return rewards - (rewards.sum(dim=1, keepdim=True) - rewards) / (group_size - 1)
+
+
+def kl_reward_advantages(rewards: Tensor, seq_kl: Tensor, beta: float, scale: str = "group") -> Tensor:
+    """GRPO advantages with the KL penalty on the reward side (``kl_placement="reward"``).
+
+    A_i = (r_i − mean r) / (std r + eps) − β (k1_i − mean k1), per group: the raw rewards are
+    standardised first and the sequence KL penalty k1_i = log π(o_i) − log π_ref(o_i) is applied
+    after, centred on its group mean (a baseline: it changes no expectation). Subtracting β·k1
+    from the rewards *before* standardising would divide it by the group std; in a group of
+    equal rewards that std is only the spread of β·k1, so the advantages come out of size ~1
+    whatever β is (chapter 08 measures it). Here β → 0 gives A → 0 in such a group.
+
+    Args:
+        rewards: raw reward of each of the G responses to each of the N prompts.
+        seq_kl: k1 summed over each response's tokens, same shape.
+        beta: β ≥ 0.
+        scale: as in :func:`group_advantages`.
+
+    Shape:
+        rewards: (N, G); seq_kl: (N, G) → (N, G). Introduced in chapter 08.
+    """
+    if seq_kl.shape != rewards.shape:
+        raise ValueError(f"seq_kl must have the shape of rewards {tuple(rewards.shape)}; got {tuple(seq_kl.shape)}")
+    if not beta >= 0:
+        raise ValueError(f"beta must be >= 0; got {beta}")
+    adv = group_advantages(rewards, scale)
+    seq_kl = seq_kl.detach().to(adv.dtype)
+    # (eq-kl-reward-adv)  A_i = Â_i − β (k1_i − mean_group k1)
+    return adv - beta * (seq_kl - seq_kl.mean(dim=1, keepdim=True))
 
 
 def grpo_loss(
@@ -238,7 +268,6 @@ def grpo_loss(
 
 # -- training -----------------------------------------------------------------------------------
 KL_PLACEMENTS = ("loss", "reward")
-PASS_K = (1, 4, 16)  # the k of the exact pass@k logged on verifiable (0/1-reward) worlds
 
 
 @dataclass
@@ -256,7 +285,9 @@ class GRPOConfig:
         eps_high: ε_high > 0, the upper clip 1 + ε_high; None means ε_low (DAPO: 0.28).
         beta: β ≥ 0, the KL coefficient; 0 … 0.1 (DeepSeekMath 0.04, TRL's default 0).
         kl_placement: "loss" — β·k3 per token in the loss (GRPO) — or "reward" — β·k1 of the
-            whole sequence, log π(y) − log π_ref(y), subtracted from its reward (PPO-style).
+            whole sequence, log π(y) − log π_ref(y), subtracted from its advantage after the
+            rewards are standardised (eq-kl-reward-adv), so β → 0 gives A → 0 in a group of
+            equal rewards.
         loss_type: "grpo", "bnpo", "dr_grpo" or "dapo", how token losses are averaged.
         scale_rewards: "group" (GRPO), "batch" or "none" (Dr. GRPO), what the advantage is
             divided by.
@@ -309,19 +340,6 @@ class GRPOConfig:
                 raise ValueError(f"GRPOConfig.{name} must be {allowed}; got {getattr(self, name)!r}")
 
 
-def pass_at_k(logp: Tensor, gold: Tensor, k: int) -> float:
-    """Exact pass@k = mean over prompts of 1 − (1 − p_x)^k, p_x = Σ_y π(y|x)·gold(x, y).
-
-    The chance that at least one of k independent samples is right, for a 0/1 gold reward.
-
-    Shape:
-        logp: (P, K) exact log-probs; gold: (P, K) in {0, 1}. Introduced in chapter 08.
-    """
-    p = (logp.double().exp() * gold.double()).sum(-1).clamp(0.0, 1.0)  # (P,) pass@1 per prompt
-    # (eq-pass-k)  pass@k = 1 − (1 − p)^k
-    return float((1.0 - (1.0 - p) ** k).mean())
-
-
 def _select(rollout: Rollout, keep: Tensor) -> Rollout:
     """The rows ``keep`` (a bool mask (B,)) of a rollout."""
     rows = keep.nonzero().squeeze(1).tolist()
@@ -331,19 +349,6 @@ def _select(rollout: Rollout, keep: Tensor) -> Rollout:
         completion_ids=rollout.completion_ids[keep], completion_mask=rollout.completion_mask[keep],
         logp=rollout.logp[keep], eos_id=rollout.eos_id,
     )
-
-
-def _evaluate(policy: torch.nn.Module, evaluator: ExactEvaluator | SampledEvaluator) -> dict[str, float]:
-    """Exact metrics, and exact pass@k when the gold reward is 0/1 (a verifiable world); or the
-    sampled estimates of a :class:`SampledEvaluator`."""
-    if not isinstance(evaluator, ExactEvaluator):
-        return evaluator(policy)
-    logp = evaluator.enum.logprobs(policy)
-    metrics = evaluator.enum.metrics(logp, evaluator.logp_ref, proxy=evaluator.proxy)
-    gold = evaluator.enum.gold
-    if bool(((gold == 0) | (gold == 1)).all()):
-        metrics.update({f"pass@{k}": pass_at_k(logp, gold, k) for k in PASS_K})
-    return metrics
 
 
 def train_grpo(
@@ -359,14 +364,15 @@ def train_grpo(
     """Train a copy of ``policy`` with GRPO (chapter 08): sample groups, score, step.
 
     Each step: 1) draw N prompts and sample G completions of each; 2) score them (the gold
-    reward, or ``reward_fn``); with ``kl_placement="reward"`` subtract β·k1; 3) group-relative
-    advantages (eq-grpo-adv); 4) μ gradient steps on :func:`grpo_loss`; 5) log. On an
-    enumerable world the exact metrics of :class:`~rlhf_lab.algos.loop.ExactEvaluator` (and
-    exact pass@k on a 0/1 reward) are logged at step 0 and every ``eval_every`` steps, at the
-    step s = number of updates made so far; elsewhere a
-    :class:`~rlhf_lab.algos.loop.SampledEvaluator` logs sampled estimates (``kl/estimate``,
-    ``entropy/estimate``, ``reward/gold``, ``reward/proxy``, ``pass@1``, each with ``_se``) on the
-    same schedule. Every step also logs the batch's own ``kl/sampled`` and ``entropy/sampled``.
+    reward, or ``reward_fn``) and take log π_old teacher-forced, so the first ratio is exactly 1;
+    3) group-relative advantages (eq-grpo-adv), minus β·(k1 − group mean k1) with
+    ``kl_placement="reward"`` (eq-kl-reward-adv); 4) μ gradient steps on :func:`grpo_loss`;
+    5) log. The evaluator is :func:`~rlhf_lab.algos.loop.default_evaluator`'s: on an enumerable
+    world exact metrics (``reward/proxy`` too with a ``reward_fn``; exact pass@k on a 0/1
+    reward), logged at step 0 and every ``eval_every`` steps, at the step s = number of updates
+    made so far; elsewhere sampled estimates with standard errors. Every step also logs the
+    batch's own ``kl/sampled`` (mean sequence-summed k1, as every trainer) and
+    ``entropy/sampled``; ``loss/policy`` and ``stats/grad_norm`` are means over the μ updates.
 
     Args:
         policy: the starting policy; it is not modified (a copy is trained).
@@ -377,9 +383,8 @@ def train_grpo(
         reward_fn: ``reward_fn(prompts, completions) -> Tensor (B,)``, e.g. a proxy reward
             model; default the world's gold reward.
         ref_policy: π_ref of the KL terms; default ``policy`` itself.
-        evaluator: a prepared ``ExactEvaluator`` for ``ref_policy`` (saves enumerating again
-            across runs; pass one built with ``proxy=`` to log ``reward/proxy``), or a
-            ``SampledEvaluator`` (default on worlds that are not enumerable).
+        evaluator: a prepared evaluator for ``ref_policy`` (saves enumerating again across
+            runs), e.g. ``default_evaluator(world, ref, reward_fn)``.
 
     Returns:
         The ``History``; the trained policy is ``history.policy``.
@@ -404,41 +409,43 @@ def train_grpo(
         if callback is not None:
             callback(step, metrics, history)
 
-    log(0, _evaluate(policy, evaluator))
+    log(0, evaluator(policy))
     bar = progress(config.steps, "GRPO", config.progress)
+    score = reward_fn or world.gold_rewards
     for step in range(config.steps):
         # 1) N prompts, each repeated G times: rows i·G … i·G + G − 1 form group i
         idx = torch.randint(len(world.prompts), (n,), generator=cpu_gen)
         prompts = [world.prompts[i] for i in idx.repeat_interleave(g).tolist()]
         rollout = sample(policy, world, prompts, temperature=tau, generator=gen)
         mask = rollout.completion_mask.bool()
-        # 2) rewards, and the KL estimates of every sequence against π_ref
-        score = reward_fn or world.gold_rewards
+        # 2) rewards; log π_old teacher-forced (the KV-cache sampler rounds slightly differently
+        # from a full forward pass), so the first ratio is exactly 1; log π_ref of the same tokens
         rewards = torch.as_tensor(score(rollout.prompts, rollout.completions), dtype=torch.float32).to(device)
         with torch.no_grad():
+            logp_old = completion_logprobs(policy, rollout, world, tau)
             logp_ref = completion_logprobs(ref_policy, rollout, world, tau)
-        logp_old = rollout.logp
         seq_k1 = torch.where(mask, kl_penalty(logp_old, logp_ref, "k1"), 0.0).sum(1)  # (B,)
-        seq_k3 = torch.where(mask, kl_penalty(logp_old, logp_ref, "k3"), 0.0).sum(1)  # (B,)
-        shaped = rewards
+        # 3) group-relative advantages of the raw rewards; groups with equal rewards carry none
         if config.kl_placement == "reward" and config.beta > 0:
-            # (eq-kl-reward)  r'_i = r_i − β (log π(o_i) − log π_ref(o_i))
-            shaped = rewards - config.beta * seq_k1
-        # 3) group-relative advantages; groups with equal rewards carry no signal
-        grouped = shaped.view(n, g)  # (N, G)
-        adv = group_advantages(grouped, config.scale_rewards).flatten()  # (N·G,)
+            # the penalty after standardising, so 1/std does not blow it up (eq-kl-reward-adv)
+            adv = kl_reward_advantages(rewards.view(n, g), seq_k1.view(n, g), config.beta, config.scale_rewards)
+        else:
+            adv = group_advantages(rewards.view(n, g), config.scale_rewards)  # (N, G)
+        adv = adv.flatten()  # (N·G,)
         zero_std = rewards.view(n, g).std(dim=1) == 0  # (N,)
         keep = ~zero_std.repeat_interleave(g) if config.drop_zero_std else torch.ones_like(mask[:, 0])
         metrics = {
             "reward/mean": rewards.mean().item(), "reward/std": rewards.std().item(),
             "stats/frac_reward_zero_std": zero_std.float().mean().item(),
             "stats/completion_length": rollout.lengths.float().mean().item(),
-            "kl/sampled": seq_k3.mean().item(),
+            "kl/sampled": seq_k1.mean().item(),
         }
         # 4) μ gradient steps on the same batch; the first one also measures the entropy
         batch = _select(rollout, keep) if not bool(keep.all()) else rollout
-        clip = {"low": 0.0, "high": 0.0, "region": 0.0}
-        for update in range(config.updates_per_batch if bool(keep.any()) else 0):
+        means = {"loss/policy": 0.0, "stats/grad_norm": 0.0, "stats/clip_ratio/low": 0.0,
+                 "stats/clip_ratio/high": 0.0, "stats/clip_ratio/region": 0.0}
+        updates = config.updates_per_batch if bool(keep.any()) else 0
+        for update in range(updates):
             logits = completion_logits(policy, batch, world, tau)  # (B, T, V)
             logp = torch.log_softmax(logits, -1).gather(-1, batch.completion_ids[..., None]).squeeze(-1)
             loss, stats = grpo_loss(
@@ -459,14 +466,17 @@ def train_grpo(
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
             opt.step()
-            for key in clip:
-                clip[key] += stats[f"clip_ratio/{key}_mean"] / config.updates_per_batch
-            metrics.update({"loss/policy": loss.item(), "stats/grad_norm": float(grad_norm)})
-        metrics.update({f"stats/clip_ratio/{key}": value for key, value in clip.items()})
+            step_values = {"loss/policy": loss.item(), "stats/grad_norm": float(grad_norm),
+                           **{f"stats/clip_ratio/{k}": stats[f"clip_ratio/{k}_mean"] for k in ("low", "high", "region")}}
+            for key, value in step_values.items():
+                means[key] += value / updates
+        if updates == 0:  # every group of the batch was dropped: nothing was trained on
+            means = {k: v for k, v in means.items() if k.startswith("stats/clip_ratio")}
+        metrics.update(means)
         # 5) log the batch at this step; exact metrics at the step that counts updates so far
         log(step, metrics)
         if ((step + 1) % config.eval_every == 0 or step + 1 == config.steps):
-            log(step + 1, _evaluate(policy, evaluator))
+            log(step + 1, evaluator(policy))
         bar.update()
         bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", refresh=False)
     bar.close()

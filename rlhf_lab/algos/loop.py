@@ -22,7 +22,8 @@ Callback = Callable[[int, dict, History], None]
 
 
 class ExactEvaluator:
-    """Exact ``reward/gold``, ``reward/proxy``, ``kl/exact``, ``entropy/exact`` of a policy.
+    """Exact ``reward/gold``, ``reward/proxy``, ``kl/exact``, ``entropy/exact`` of a policy, and
+    exact ``pass@k`` on a verifiable (0/1-reward) world.
 
     Enumerates the world once and caches π_ref's log-probs and the proxy's scores of every
     completion, so evaluating a policy is one batched forward pass (well under a second at ci).
@@ -31,12 +32,14 @@ class ExactEvaluator:
         world: an enumerable token world.
         ref_policy: π_ref, the anchor of the KL.
         proxy: proxy rewards of every completion, (P, K) in ``Enumeration`` order, or None.
+        enumeration: the world's :class:`~rlhf_lab.exact.Enumeration`, if already built.
     """
 
-    def __init__(self, world: TokenWorld, ref_policy: torch.nn.Module, proxy: torch.Tensor | None = None) -> None:
+    def __init__(self, world: TokenWorld, ref_policy: torch.nn.Module, proxy: torch.Tensor | None = None,
+                 enumeration: Enumeration | None = None) -> None:
         if not world.enumerable:
             raise ValueError(f"world {world.name!r} is not enumerable at this scale: use sampled metrics")
-        self.enum = Enumeration(world)
+        self.enum = Enumeration(world) if enumeration is None else enumeration
         self.logp_ref = self.enum.logprobs(ref_policy)
         self.proxy = proxy
 
@@ -51,7 +54,7 @@ class SampledEvaluator:
     and a fixed seed (so successive evaluations share their random numbers), and reports:
 
     * ``reward/gold``, ``reward/proxy`` — mean rewards of the samples (proxy when ``proxy_fn``);
-    * ``pass@1`` — the same mean, when the gold reward is 0/1 (a verifiable world);
+    * ``pass@1`` — the same mean, on a verifiable world (``world.verifiable``: a 0/1 verifier);
     * ``kl/estimate`` — mean of Σ_t (log π − log π_ref) over each sample: k1 summed over the
       sequence, an unbiased estimate of KL(π‖π_ref) (eq-kl-estimators);
     * ``entropy/estimate`` — mean of Σ_t H(π(·|x, y_<t)) along each sample: by the chain rule an
@@ -116,19 +119,30 @@ class SampledEvaluator:
                 x = torch.cat(parts)
                 metrics[key] = x.mean().item()
                 metrics[f"{key}_se"] = (x.std() / math.sqrt(len(x))).item()
-        gold = torch.cat(columns["reward/gold"])
-        if bool(((gold == 0) | (gold == 1)).all()):
+        if getattr(self.world, "verifiable", False):  # a 0/1 verifier: the mean reward is pass@1
             metrics["pass@1"], metrics["pass@1_se"] = metrics["reward/gold"], metrics["reward/gold_se"]
         return metrics
 
 
 def default_evaluator(world: TokenWorld, ref_policy: torch.nn.Module,
                       proxy_fn: Callable | None = None) -> ExactEvaluator | SampledEvaluator:
-    """The evaluator a ``train`` uses when given none: exact on an enumerable world, else a
-    :class:`SampledEvaluator` (which also averages ``proxy_fn``, when given, as ``reward/proxy``)."""
-    if world.enumerable:
+    """The evaluator every ``train`` uses when given none — one factory for all trainers.
+
+    On an enumerable world an :class:`ExactEvaluator`; with a ``proxy_fn`` it scores every
+    completion once, so the proxy's exact expectation is logged as ``reward/proxy`` beside the
+    gold reward. Elsewhere a :class:`SampledEvaluator` (which averages ``proxy_fn``, when given,
+    over its samples as ``reward/proxy``).
+    """
+    if not world.enumerable:
+        return SampledEvaluator(world, ref_policy, proxy_fn=proxy_fn)
+    if proxy_fn is None:
         return ExactEvaluator(world, ref_policy)
-    return SampledEvaluator(world, ref_policy, proxy_fn=proxy_fn)
+    enum = Enumeration(world)
+    k = len(enum.completions)
+    prompts = [x for x in enum.prompts for _ in range(k)]
+    proxy = torch.as_tensor(proxy_fn(prompts, enum.completions * len(enum.prompts)))
+    proxy = proxy.detach().double().cpu().view(enum.shape)  # (P, K)
+    return ExactEvaluator(world, ref_policy, proxy=proxy, enumeration=enum)
 
 
 def trainable_copy(policy: torch.nn.Module) -> torch.nn.Module:

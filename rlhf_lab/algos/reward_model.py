@@ -3,7 +3,7 @@
 A preference pair is a prompt x with two completions, y_w (chosen) and y_l (rejected). Under
 Bradley–Terry P(y_w ≻ y_l | x) = σ(r(x, y_w) − r(x, y_l)), so maximum likelihood is
 
-    L = −E[log σ(r(x, y_w) − r(x, y_l) − m)]                                       (eq. 5.1)
+    L = −E[log σ(r(x, y_w) − r(x, y_l) − m)]                                       (eq-rm-loss)
 
 with an optional margin m ≥ 0 (Llama 2 uses one that grows with how strongly raters preferred
 y_w). Only reward differences are identified, so after training we shift and scale the RM to
@@ -27,7 +27,7 @@ COLUMNS = ("prompt", "chosen", "rejected")
 def bradley_terry_loss(
     r_chosen: torch.Tensor, r_rejected: torch.Tensor, margin: torch.Tensor | float | None = None
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Mean negative log-likelihood of the preferences under Bradley–Terry (eq. 5.1).
+    """Mean negative log-likelihood of the preferences under Bradley–Terry (eq-rm-loss).
 
     Args:
         r_chosen: rewards of the chosen completions. Shape: (B,).
@@ -50,7 +50,7 @@ def bradley_terry_loss(
         if margin.ndim not in (0, 1) or (margin.ndim == 1 and margin.shape != diff.shape):
             raise ValueError(f"margin must be a float or have shape {tuple(diff.shape)}, got {tuple(margin.shape)}")
         shifted = diff - margin
-    # eq. 5.1; logsigmoid is stable where log(sigmoid(·)) underflows
+    # (eq-rm-loss); logsigmoid is stable where log(sigmoid(·)) underflows
     loss = -F.logsigmoid(shifted).mean()
     stats = {
         "accuracy": (diff > 0).float().mean().item(),
@@ -107,7 +107,7 @@ def train_reward_model(
     max_grad_norm: float = 1.0,
     progress: bool = True,
 ) -> History:
-    """Fit ``rm`` to preference pairs by minimising the Bradley–Terry loss (eq. 5.1).
+    """Fit ``rm`` to preference pairs by minimising the Bradley–Terry loss (eq-rm-loss).
 
     Args:
         rm: a ``models.RewardModel`` (its raw, un-normalised score is trained).

@@ -3,7 +3,7 @@
 A prompt is ``a + b =`` written digit by digit, each operand zero-padded to the same width so
 every prompt has the same number of tokens (``0 7 + 1 2 =`` when the operands go up to 19). The
 completion is the sum's digits, without leading zeros, then EOS (``1 9 [EOS]``). The gold reward
-is verifiable (eq. 8.1):
+is verifiable (chapter 08):
 
     r(x, y) = 1  if y is exactly the digits of a + b followed by EOS,  else 0.
 
@@ -26,7 +26,7 @@ MAX_ENUMERATED = 5_000_000
 
 
 class ArithmeticWorld(TokenWorld):
-    """Prompts ``a + b =`` for a, b in 0 … max_operand; reward 1 for the exact sum (eq. 8.1).
+    """Prompts ``a + b =`` for a, b in 0 … max_operand; reward 1 for the exact sum (chapter 08).
 
     Args:
         max_operand: the largest operand, 1 … 999.
@@ -38,6 +38,7 @@ class ArithmeticWorld(TokenWorld):
         if not 1 <= max_operand <= 999:
             raise ValueError(f"max_operand must be in 1 … 999, got {max_operand}")
         self.name = "arithmetic"
+        self.verifiable = True  # the gold reward is a 0/1 check of the sum
         self.max_operand = max_operand
         self.width = len(str(max_operand))  # digits per operand in a prompt
         self.prompts = [self.prompt(a, b) for a in range(max_operand + 1) for b in range(max_operand + 1)]
@@ -83,7 +84,7 @@ class ArithmeticWorld(TokenWorld):
 
     # -- gold reward -------------------------------------------------------------------------
     def gold_reward(self, prompt: str, completion: str) -> float:
-        """1.0 for the exact sum followed by EOS, else 0.0 (eq. 8.1)."""
+        """1.0 for the exact sum followed by EOS, else 0.0 (chapter 08)."""
         tokens = completion.split()
         if EOS in tokens:
             tokens = tokens[: tokens.index(EOS) + 1]  # the sampler stops at EOS

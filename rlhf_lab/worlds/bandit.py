@@ -6,7 +6,7 @@ where an exact optimum exists.
 
 Bradley–Terry (BT) model: each arm i has a score s_i and
 
-    P(i ≻ j) = σ(s_i − s_j)                                         (eq. 1.1)
+    P(i ≻ j) = σ(s_i − s_j)                                         (eq-bt)
 
 so only score differences matter. Fitting BT to observed comparisons by maximum likelihood
 recovers the scores up to an additive constant. Introduced in chapter 01.
@@ -72,12 +72,12 @@ class Bandit:
         return torch.log_softmax(self.ref_logits, dim=-1)
 
     def preference_matrix(self) -> torch.Tensor:
-        """P[i, j] = P(i ≻ j) under Bradley–Terry (eq. 1.1). Shape (K, K)."""
+        """P[i, j] = P(i ≻ j) under Bradley–Terry (eq-bt). Shape (K, K)."""
         return bt_matrix(self.rewards)
 
 
 def bt_matrix(scores: torch.Tensor) -> torch.Tensor:
-    """P[i, j] = σ(s_i − s_j) (eq. 1.1). Shape: scores (K,) → (K, K). Chapter 01."""
+    """P[i, j] = σ(s_i − s_j) (eq-bt). Shape: scores (K,) → (K, K). Chapter 01."""
     scores = torch.as_tensor(scores, dtype=torch.float64)
     return torch.sigmoid(scores[:, None] - scores[None, :])
 

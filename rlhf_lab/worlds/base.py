@@ -33,7 +33,9 @@ class TokenWorld(ABC):
     """Base class of the enumerable token worlds.
 
     Subclasses set ``name``, ``vocab``, ``prompts``, ``completion_vocab``, ``max_new_tokens``
-    and ``enumerable`` in ``__init__`` and implement ``corpus`` and ``gold_reward``.
+    and ``enumerable`` in ``__init__`` and implement ``corpus`` and ``gold_reward``. A world
+    whose gold reward is a 0/1 verifier sets ``verifiable = True``: its expected reward is
+    pass@1, and the evaluators log pass@k.
     """
 
     name: str
@@ -42,6 +44,7 @@ class TokenWorld(ABC):
     completion_vocab: list[str]
     max_new_tokens: int
     enumerable: bool
+    verifiable: bool = False
 
     # -- tokens ------------------------------------------------------------------------------
     @property

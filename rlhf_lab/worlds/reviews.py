@@ -7,7 +7,7 @@ words ending in ``[EOS]``, e.g. ``<film> not very good [EOS]``. The words are
   negative ones (bad −0.6, awful −0.8, terrible −1.0, …), ``reviews_words`` of each;
 * the negation ``not`` and the intensifier ``very`` (modifiers).
 
-A phrase is ``[not] [very] adjective``. The gold reward (eq. 9.1) is sentiment minus a fluency
+A phrase is ``[not] [very] adjective``. The gold reward (chapter 00, the worlds) is sentiment minus a fluency
 penalty, and does not depend on the topic:
 
     gold(x, y) = sentiment(y) − fluency(y)
@@ -118,7 +118,7 @@ class ReviewsWorld(TokenWorld):
 
     # -- gold reward -------------------------------------------------------------------------
     def gold_parts(self, completion: str) -> dict[str, float]:
-        """The terms of eq. 9.1 for one completion: sentiment and each fluency error count."""
+        """The terms of the gold reward (chapter 00) for one completion: sentiment and each fluency error count."""
         tokens = completion.split()
         unknown = [t for t in tokens if t not in self.polarity and t not in self.modifiers and t != EOS]
         if unknown:
@@ -149,7 +149,7 @@ class ReviewsWorld(TokenWorld):
         }
 
     def gold_reward(self, prompt: str, completion: str) -> float:
-        """gold = sentiment − fluency penalty (eq. 9.1); the topic is checked but not used."""
+        """gold = sentiment − fluency penalty (chapter 00, the worlds); the topic is checked but not used."""
         if prompt not in self.prompts:
             raise ValueError(f"prompt={prompt!r} is not one of {self.prompts}")
         if completion not in self._cache:
