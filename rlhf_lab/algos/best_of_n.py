@@ -24,7 +24,7 @@ from rlhf_lab.algos.loop import (Callback, ExactEvaluator, SampledEvaluator, che
                                  trainable_copy)
 from rlhf_lab.core import masked_mean, sequence_logprobs
 from rlhf_lab.history import History
-from rlhf_lab.rollout import Rollout, completion_logprobs, sample
+from rlhf_lab.rollout import Rollout, completion_logprobs, encode_texts, sample, sequence_logps  # noqa: F401
 from rlhf_lab.worlds.base import TokenWorld
 
 RewardFn = Callable[[list[str], list[str]], Tensor]
@@ -286,66 +286,7 @@ def rejection_sampling_dataset(
     })
 
 
-# -- completions as tensors: shared by supervised fine-tuning and DPO ----------------------------
-def encode_texts(world: TokenWorld, prompts: Sequence[str], completions: Sequence[str], device=None) -> Rollout:
-    """(prompt, completion) texts encoded as a ``Rollout``, so the sampler's log-prob code applies.
-
-    Prompts are left-padded and completions right-padded, as ``rollout.sample`` lays them out;
-    ``logp`` is left at 0 (nothing was sampled).
-
-    Raises:
-        ValueError: the lists differ in length, or a completion is empty.
-
-    Introduced in chapter 06; DPO (chapter 07) encodes its chosen and rejected texts with it.
-    """
-    prompts, completions = list(prompts), list(completions)
-    if len(prompts) != len(completions):
-        raise ValueError(
-            f"prompts and completions must have the same length, got {len(prompts)} and {len(completions)}"
-        )
-    if not prompts:
-        raise ValueError("completions must hold at least one completion")
-    empty = [i for i, y in enumerate(completions) if not y.split()]
-    if empty:
-        raise ValueError(f"completions must not be empty (a completion has at least EOS); empty at rows {empty[:5]}")
-    p_rows = [torch.tensor(world.encode(x)) for x in prompts]
-    c_rows = [torch.tensor(world.encode(y)) for y in completions]
-    pad = world.pad_id
-    prompt_ids = torch.nn.utils.rnn.pad_sequence(p_rows, batch_first=True, padding_value=pad, padding_side="left")
-    completion_ids = torch.nn.utils.rnn.pad_sequence(c_rows, batch_first=True, padding_value=pad)
-    prompt_mask = torch.nn.utils.rnn.pad_sequence(
-        [torch.ones(len(r), dtype=torch.long) for r in p_rows], batch_first=True, padding_side="left")
-    completion_mask = torch.nn.utils.rnn.pad_sequence(
-        [torch.ones(len(r), dtype=torch.long) for r in c_rows], batch_first=True)
-    return Rollout(
-        prompts=prompts, completions=completions,
-        prompt_ids=prompt_ids.to(device), prompt_mask=prompt_mask.to(device),
-        completion_ids=completion_ids.to(device), completion_mask=completion_mask.to(device),
-        logp=torch.zeros(completion_ids.shape, device=device), eos_id=world.eos_id,
-    )
-
-
-def take(batch: Rollout, rows: Tensor) -> Rollout:
-    """The rows ``rows`` (indices) of an encoded batch. Shape: rows (b,) → a b-row Rollout."""
-    index = rows.tolist()
-    return Rollout(
-        prompts=[batch.prompts[i] for i in index], completions=[batch.completions[i] for i in index],
-        prompt_ids=batch.prompt_ids[rows], prompt_mask=batch.prompt_mask[rows],
-        completion_ids=batch.completion_ids[rows], completion_mask=batch.completion_mask[rows],
-        logp=batch.logp[rows], eos_id=batch.eos_id,
-    )
-
-
-def sequence_logps(policy: torch.nn.Module, world: TokenWorld, batch: Rollout, average: bool = False) -> Tensor:
-    """log π(y | x) of each encoded completion: the sum of its token log-probs, or their mean.
-
-    Masked like the sampler and ``exact.completion_logprobs`` (so on an enumerable world the
-    sum equals the exact log-prob). Keeps the autograd graph.
-
-    Shape: → (B,). Introduced in chapter 06.
-    """
-    token_logp = completion_logprobs(policy, batch, world)  # (B, T), 0 on padding
-    return sequence_logprobs(token_logp, batch.completion_mask, average=average)
+take = Rollout.select  # the old name of Rollout.select
 
 
 def sft_loss(token_logp: Tensor, mask: Tensor) -> tuple[Tensor, dict[str, float]]:
