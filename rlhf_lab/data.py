@@ -57,7 +57,7 @@ def preference_dataset(
         world: the world whose gold reward labels the pairs.
         n_pairs: number of pairs, ≥ 1.
         logp: the policy as exact log-probs (P, K) over ``world.enumerate_completions()``
-            (an enumerable world; see ``exact.completion_logprobs``).
+            (an enumerable world; see ``exact.exact_logprobs``).
         sample_fn: otherwise, a sampler ``prompts -> completions`` (texts as in the world,
             e.g. wrapping ``rollout``), one completion per prompt.
         label_noise: τ ≥ 0, the Bradley–Terry temperature; 0 means noiseless labels (ties

@@ -23,6 +23,7 @@ from rlhf_lab.scale import get_seed
 from rlhf_lab.algos.loop import Callback, ExactEvaluator, SampledEvaluator, check_finite, progress, trainable_copy
 from rlhf_lab.algos.reinforce import (RewardFn, RunLog, check_fields, make_evaluator, make_optimizer,
                                       prompt_batch)
+from rlhf_lab.categorical import group_expectation, prefix_groups  # noqa: F401
 from rlhf_lab.core import entropy_from_logits, gae, kl_penalty, masked_mean, masked_whiten, token_logprobs
 from rlhf_lab.history import History
 from rlhf_lab.models import ValueModel
@@ -107,40 +108,6 @@ def values_of(value_model: ValueModel, rollout: Rollout) -> Tensor:
     tp = rollout.prompt_ids.shape[1]
     # the hidden state at position tp − 1 + t has read x and y_<t: it is the state s_t
     return values[:, tp - 1: -1].float()
-
-
-# -- exact values on an enumerated world (chapter 03) ---------------------------------------------
-def prefix_groups(tokens: Tensor, lengths: Tensor) -> Tensor:
-    """For each completion and each m, an id of its first m tokens (the state after m tokens).
-
-    Completions with the same first m tokens share the id; −1 where m exceeds the length.
-
-    Shape: tokens (K, L) right-padded ids, lengths (K,) → groups (K, L + 1) long.
-    """
-    k, length = tokens.shape
-    groups = torch.zeros((k, length + 1), dtype=torch.long)  # m = 0: every completion starts at x
-    for m in range(1, length + 1):
-        _, ids = torch.unique(tokens[:, :m], dim=0, return_inverse=True)
-        groups[:, m] = torch.where(lengths >= m, ids, -1)
-    return groups
-
-
-def group_expectation(x: Tensor, p: Tensor, groups: Tensor) -> Tensor:
-    """E_p[x | group] for each entry: the p-weighted mean of x over the entries of its group.
-
-    With x the reward of each completion, p its probability under π and groups the ids of its
-    first m tokens, this is the exact value V^π of each m-token prefix (eq-value). Entries with
-    group −1 get 0.
-
-    Shape: x (K,), p (K,), groups (K,) → (K,).
-    """
-    valid = groups >= 0
-    g = groups[valid]
-    mass = torch.bincount(g, weights=p[valid].double())  # π(prefix) of each group
-    total = torch.bincount(g, weights=(p * x)[valid].double())
-    out = torch.zeros_like(x, dtype=torch.float64)
-    out[valid] = total[g] / mass[g].clamp(min=torch.finfo(torch.float64).tiny)
-    return out
 
 
 # -- a batch of experience -----------------------------------------------------------------------

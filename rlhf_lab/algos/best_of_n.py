@@ -22,6 +22,7 @@ from torch import Tensor
 from rlhf_lab.scale import get_seed
 from rlhf_lab.algos.loop import (Callback, ExactEvaluator, SampledEvaluator, check_finite, default_evaluator, progress,
                                  trainable_copy)
+from rlhf_lab.categorical import _check_n, bon_kl_bound, bon_win_rate, exact_best_of_n  # noqa: F401
 from rlhf_lab.core import masked_mean, sequence_logprobs
 from rlhf_lab.history import History
 from rlhf_lab.rollout import Rollout, completion_logprobs, encode_texts, sample, sequence_logps  # noqa: F401
@@ -29,117 +30,6 @@ from rlhf_lab.worlds.base import TokenWorld
 
 RewardFn = Callable[[list[str], list[str]], Tensor]
 SELECTIONS = ("per_prompt", "overall")
-
-
-def _check_n(n: int) -> None:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be an integer >= 1; got {n!r}")
-
-
-def _check_categorical(probs: Tensor, rewards: Tensor) -> None:
-    if probs.dim() != 1 or probs.shape != rewards.shape or probs.numel() == 0:
-        raise ValueError(
-            f"probs and rewards must both have shape (K,) with K >= 1; got {tuple(probs.shape)} "
-            f"and {tuple(rewards.shape)}"
-        )
-    total = probs.sum().item()
-    if bool((probs < 0).any()) or not math.isclose(total, 1.0, abs_tol=1e-5):
-        raise ValueError(f"probs must be nonnegative and sum to 1; got sum {total:.6g}")
-
-
-def bon_kl_bound(n: int) -> float:
-    """The upper bound log n − (n − 1)/n on KL(π_bon ‖ π_ref) (Beirami et al. 2024).
-
-    It is an equality only in the continuous limit (no two samples ever tie); for a categorical
-    π_ref the exact KL (:func:`exact_best_of_n`) is smaller and saturates as n grows.
-
-    Args:
-        n: the number of samples, an integer ≥ 1.
-
-    Returns:
-        The bound in nats (0 for n = 1).
-
-    Raises:
-        ValueError: if n is not an integer ≥ 1.
-
-    Introduced in chapter 06 (best-of-n).
-    """
-    _check_n(n)
-    # (eq-bon-kl)  KL(π_bon ‖ π_ref) ≤ log n − (n − 1)/n
-    return math.log(n) - (n - 1) / n
-
-
-def exact_best_of_n(probs: Tensor, rewards: Tensor, n: int) -> Tensor:
-    """The exact distribution of the best of n i.i.d. samples from a categorical π_ref.
-
-    Outputs are grouped by reward. With F(v) the probability that one draw has reward ≤ v and
-    F⁻(v) the probability that it has reward < v, the best of n has reward v with probability
-    F(v)^n − F⁻(v)^n. Outputs that tie at v share that mass in proportion to π_ref, which is
-    what a sampler that keeps the first-drawn of the tied best samples produces: the draws are
-    exchangeable, so the first tied best is distributed as π_ref restricted to the tie. With
-    distinct rewards this is π_n(y) = F(y)^n − F⁻(y)^n.
-
-    Args:
-        probs: π_ref over the K outputs (nonnegative, summing to 1 up to 1e-5; renormalised).
-        rewards: the reward of each output.
-        n: the number of samples, an integer ≥ 1 (n = 1 returns probs).
-
-    Shape:
-        probs: (K,), introduced in chapter 06.
-        rewards: (K,), introduced in chapter 06.
-
-    Returns:
-        π_n of shape (K,), summing to 1, in the dtype of probs (computed in float64).
-
-    Raises:
-        ValueError: if n is not an integer ≥ 1, the shapes differ, or probs is not a
-            distribution.
-
-    Introduced in chapter 06 (best-of-n).
-    """
-    _check_n(n)
-    _check_categorical(probs, rewards)
-    p = probs.detach().double()
-    p = p / p.sum()  # (K,) the check allows float32 rounding; the output must sum to 1
-    values, block_of = torch.unique(rewards.detach().double(), return_inverse=True)  # sorted ascending
-    block = torch.zeros(len(values), dtype=torch.float64).index_add_(0, block_of, p)  # (U,) mass per reward value
-    cdf = torch.cumsum(block, dim=0).clamp(max=1.0)  # F(v)
-    cdf_below = (cdf - block).clamp(min=0.0)  # F⁻(v)
-    # (eq-bon-exact)  π_n(v) = F(v)^n − F⁻(v)^n, per reward value
-    block_best = cdf**n - cdf_below**n  # (U,)
-    share = torch.where(block[block_of] > 0, p / block[block_of], torch.zeros_like(p))  # π_ref within the tie
-    return (block_best[block_of] * share).to(probs.dtype)
-
-
-def bon_win_rate(probs: Tensor, rewards: Tensor, n: int) -> float:
-    """P(the best of n beats a fresh sample from π_ref on reward), a reward tie counting ½.
-
-    At most n/(n + 1), with equality only when the reward has no atoms (continuous); n = 1
-    gives exactly ½.
-
-    Args:
-        probs: π_ref over the K outputs.
-        rewards: the reward of each output.
-        n: the number of samples, an integer ≥ 1.
-
-    Shape:
-        probs: (K,), introduced in chapter 06.
-        rewards: (K,), introduced in chapter 06.
-
-    Returns:
-        The win rate, a float in [0, 1].
-
-    Raises:
-        ValueError: as :func:`exact_best_of_n`.
-
-    Introduced in chapter 06 (best-of-n).
-    """
-    pi_n = exact_best_of_n(probs, rewards, n).double()
-    p, r = probs.detach().double(), rewards.detach().double()
-    below = (r.unsqueeze(0) < r.unsqueeze(1)).double()  # (K, K): [y, y'] = r(y') < r(y)
-    tied = (r.unsqueeze(0) == r.unsqueeze(1)).double()
-    # P(win) = Σ_y π_n(y) [P_ref(r < r(y)) + ½ P_ref(r = r(y))]
-    return (pi_n * ((below + 0.5 * tied) @ p)).sum().item()
 
 
 # -- sampling best-of-n from a policy ----------------------------------------------------------
