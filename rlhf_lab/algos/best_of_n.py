@@ -11,7 +11,6 @@ The next round samples from the improved policy. Introduced in chapter 06.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
