@@ -24,7 +24,8 @@ from rlhf_lab.algos.loop import Callback, ExactEvaluator, SampledEvaluator, chec
 from rlhf_lab.algos.reinforce import (RewardFn, RunLog, check_fields, make_evaluator, make_optimizer,
                                       prompt_batch)
 from rlhf_lab.categorical import group_expectation, prefix_groups  # noqa: F401
-from rlhf_lab.core import entropy_from_logits, gae, kl_penalty, masked_mean, masked_whiten, token_logprobs
+from rlhf_lab.core import (entropy_from_logits, explained_variance, gae, kl_penalty, masked_mean,  # noqa: F401
+                           masked_whiten, token_logprobs)
 from rlhf_lab.history import History
 from rlhf_lab.models import ValueModel
 from rlhf_lab.rollout import Rollout, completion_logits, completion_logprobs, sample
@@ -59,17 +60,6 @@ def token_rewards(scores: Tensor, logp: Tensor, logp_ref: Tensor, mask: Tensor, 
     rows = torch.arange(len(scores), device=rewards.device)
     rewards[rows, last] += scores.to(rewards.dtype)
     return rewards
-
-
-def explained_variance(values: Tensor, returns: Tensor, mask: Tensor) -> float:
-    """1 − Var[R̂ − V] / Var[R̂] over valid tokens: 1 is a perfect critic, 0 no better than a
-    constant, below 0 worse than one.
-
-    Shape: values (B, T), returns (B, T), mask (B, T) → a float. Introduced in chapter 03.
-    """
-    valid = mask.bool()
-    var_ret = returns[valid].var()
-    return float(1.0 - (returns - values)[valid].var() / var_ret) if var_ret > 0 else float("nan")
 
 
 def a2c_policy_loss(logp: Tensor, adv: Tensor, mask: Tensor) -> tuple[Tensor, dict[str, float]]:
