@@ -1,33 +1,35 @@
 """Best-of-n and rejection sampling: draw n samples, keep the ones the reward model likes best.
 
-On an enumerable world the distribution of the kept sample is known exactly, so its KL from
-π_ref and its win rate can be compared with the analytic bounds instead of estimated.
+``best_of_n`` draws n completions of each prompt and keeps the one with the top reward. On an
+enumerable world the distribution of the kept sample is known exactly (``exact_best_of_n``,
+``bon_kl_bound``, ``bon_win_rate``, in ``categorical.py`` and importable from here), so its KL
+from π_ref and its win rate can be compared with the analytic bounds instead of estimated.
 
 Rejection-sampling fine-tuning (Llama 2's "rejection sampling", ReST, RAFT) turns best-of-n
-into training: sample n completions per prompt, keep the best (``select_samples``), and
-fine-tune on them with the supervised loss, −mean log π(y_t | x, y_<t) over the kept tokens.
-The next round samples from the improved policy. Introduced in chapter 06.
+into training, and is this module's ``train`` (also importable as ``train_rejection_sampling``):
+sample n completions per prompt, keep the best (``select_samples``), and fine-tune on them with
+the supervised loss (``sft_loss``), −mean log π(y_t | x, y_<t) over the kept tokens. The next
+round samples from the improved policy. Introduced in chapter 06.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import datasets
 import torch
 from torch import Tensor
 
-from rlhf_lab.scale import get_seed
-from rlhf_lab.algos.loop import (Callback, ExactEvaluator, SampledEvaluator, check_finite, default_evaluator, progress,
-                                 trainable_copy)
-from rlhf_lab.categorical import _check_n, bon_kl_bound, bon_win_rate, exact_best_of_n  # noqa: F401
+from rlhf_lab.algos.loop import (Callback, ExactEvaluator, RewardFn, RunLog, SampledEvaluator, check_fields,
+                                 default_evaluator, make_optimizer, optimizer_step, prompt_batch, trainable_copy)
+from rlhf_lab.categorical import bon_kl_bound, bon_win_rate, exact_best_of_n  # noqa: F401  (best_of_n.bon_kl_bound, …)
 from rlhf_lab.core import masked_mean, sequence_logprobs
 from rlhf_lab.history import History
-from rlhf_lab.rollout import Rollout, completion_logprobs, encode_texts, sample, sequence_logps  # noqa: F401
+from rlhf_lab.rollout import (Rollout, completion_logprobs, encode_texts, sample,  # noqa: F401  (best_of_n.encode_texts, …)
+                              sequence_logps)
+from rlhf_lab.scale import get_seed
 from rlhf_lab.worlds.base import TokenWorld
 
-RewardFn = Callable[[list[str], list[str]], Tensor]
 SELECTIONS = ("per_prompt", "overall")
 
 
@@ -78,7 +80,8 @@ def best_of_n(
 
     Introduced in chapter 06 (best-of-n).
     """
-    _check_n(n)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an integer >= 1; got {n!r}")
     prompts = list(prompts)
     if not prompts:
         raise ValueError("prompts must contain at least one prompt")
@@ -146,35 +149,6 @@ def select_samples(rewards: Tensor, keep: int, selection: str = "per_prompt") ->
     return mask
 
 
-def rejection_sampling_dataset(
-    policy: torch.nn.Module,
-    world: TokenWorld,
-    prompts: Sequence[str],
-    n: int,
-    reward_fn: RewardFn,
-    *,
-    keep: int = 1,
-    selection: str = "per_prompt",
-    generator: torch.Generator | None = None,
-) -> datasets.Dataset:
-    """Sample n completions per prompt, keep the best by :func:`select_samples`.
-
-    Returns:
-        A ``datasets.Dataset`` with columns ``prompt``, ``completion``, ``reward``: keep·B rows,
-        in prompt order, the supervised data of one round of rejection sampling.
-
-    Introduced in chapter 06 (rejection sampling).
-    """
-    drawn = best_of_n(policy, world, prompts, n, reward_fn, generator=generator)
-    mask = select_samples(drawn.sample_rewards, keep, selection)
-    rows = mask.nonzero().tolist()  # (keep·B, 2) as [prompt row, sample]
-    return datasets.Dataset.from_dict({
-        "prompt": [drawn.prompts[b] for b, _ in rows],
-        "completion": [drawn.samples[b][i] for b, i in rows],
-        "reward": [float(drawn.sample_rewards[b, i]) for b, i in rows],
-    })
-
-
 take = Rollout.select  # the old name of Rollout.select
 
 
@@ -201,7 +175,7 @@ def sft_loss(token_logp: Tensor, mask: Tensor) -> tuple[Tensor, dict[str, float]
 # -- rejection-sampling fine-tuning ---------------------------------------------------------------
 @dataclass
 class RejectionSamplingConfig:
-    """Hyperparameters of :func:`train_rejection_sampling`; validated on construction (chapter 06).
+    """Hyperparameters of :func:`train`; validated on construction (chapter 06).
 
     Attributes:
         rounds: sample → select → fine-tune rounds, ≥ 1; typical 1 … 5 (Llama 2: 4).
@@ -230,7 +204,7 @@ class RejectionSamplingConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        checks = {
+        check_fields(self, {
             "rounds": (self.rounds >= 1, ">= 1"),
             "prompts_per_round": (self.prompts_per_round >= 1, ">= 1"),
             "n": (self.n >= 1, ">= 1"),
@@ -240,13 +214,10 @@ class RejectionSamplingConfig:
             "lr": (self.lr > 0, "> 0"),
             "batch_size": (self.batch_size >= 1, ">= 1"),
             "max_grad_norm": (self.max_grad_norm > 0, "> 0"),
-        }
-        for name, (ok, allowed) in checks.items():
-            if not ok:  # a NaN fails every comparison, so it is rejected too
-                raise ValueError(f"RejectionSamplingConfig.{name} must be {allowed}; got {getattr(self, name)!r}")
+        })
 
 
-def train_rejection_sampling(
+def train(
     policy: torch.nn.Module,
     world: TokenWorld,
     config: RejectionSamplingConfig,
@@ -285,26 +256,19 @@ def train_rejection_sampling(
         evaluator = default_evaluator(world, ref_policy, proxy_fn=reward_fn)
     score = reward_fn or world.gold_rewards
     model = trainable_copy(policy)
-    device = next(model.parameters()).device
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    params = list(model.parameters())
+    device = params[0].device
+    opt = make_optimizer(params, config.lr, fused=False)
     gen = torch.Generator(device=device).manual_seed(config.seed)
     cpu_gen = torch.Generator().manual_seed(config.seed)
-    history = History()
-    history.policy = model
-
-    def log(step: int, metrics: dict[str, float]) -> None:
-        history.log(step, metrics)
-        if callback is not None:
-            callback(step, metrics, history)
-
-    log(0, evaluator(model))
+    # one bar step per round; the log's steps count gradient steps
+    run = RunLog(evaluator, 1, config.rounds, callback, "rejection sampling", config.progress)
+    run.history.policy = model
+    run.evaluate(0, model)
     step = 0
-    bar = progress(config.rounds, "rejection sampling", config.progress)
     for _ in range(config.rounds):
         # 1) sample and 2) select, with the policy as it is now
-        rows = (torch.arange(config.prompts_per_round) % len(world.prompts))[
-            torch.randperm(config.prompts_per_round, generator=cpu_gen)]
-        prompts = [world.prompts[i] for i in rows.tolist()]
+        prompts = prompt_batch(world, config.prompts_per_round, cpu_gen)
         drawn = best_of_n(model, world, prompts, config.n, score, generator=gen)
         mask = select_samples(drawn.sample_rewards, config.keep, config.selection)
         kept = mask.nonzero().tolist()
@@ -313,21 +277,17 @@ def train_rejection_sampling(
         for _ in range(config.epochs):
             order = torch.randperm(len(kept), generator=cpu_gen)
             for start in range(0, len(kept), config.batch_size):
-                mini = take(batch, order[start: start + config.batch_size])
+                mini = batch.select(order[start: start + config.batch_size])
                 loss, _ = sft_loss(completion_logprobs(model, mini, world), mini.completion_mask)
-                check_finite(step, loss.detach(), history)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                opt.step()
+                grad_norm = optimizer_step(opt, loss, params, config.max_grad_norm, step, run.history)
                 step += 1
-                log(step, {"loss/sft": loss.item(), "stats/grad_norm": float(grad_norm)})
-        # 4) log the round
-        metrics = {"reward/mean": drawn.sample_rewards.mean().item(),
-                   "reward/kept": drawn.sample_rewards[mask].mean().item()}
-        metrics.update(evaluator(model))
-        log(step, metrics)
-        bar.update()
-    bar.close()
+                run.log(step, {"loss/sft": loss.item(), "stats/grad_norm": grad_norm})
+        # 4) log the round, with the evaluator's metrics of the policy it ends with
+        run.log(step, {"reward/mean": drawn.sample_rewards.mean().item(),
+                       "reward/kept": drawn.sample_rewards[mask].mean().item(), **evaluator(model)})
+        run.tick()
     model.eval()
-    return history
+    return run.close()
+
+
+train_rejection_sampling = train  # the name chapter 06 uses
