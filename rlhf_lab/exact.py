@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
-from rlhf_lab.categorical import (PASS_K, entropy, expected, kl, kl_regularized_optimum,  # noqa: F401  (exact.kl, …)
+from rlhf_lab.categorical import (PASS_K, entropy, expected, kl, kl_regularized_optimum,  # noqa: F401  (re-exported)
                                   pass_at_k)
 from rlhf_lab.worlds.base import EOS, TokenWorld
 

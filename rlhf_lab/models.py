@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from rlhf_lab.cache import build_or_load, cache_dir, config_key
-from rlhf_lab.heads import (RewardModel, ValueHead, ValueModel, last_token_index,  # noqa: F401  (models.ValueModel, …)
+from rlhf_lab.heads import (RewardModel, ValueHead, ValueModel, last_token_index,  # noqa: F401  (re-exported)
                             position_ids_from_mask)
 from rlhf_lab.scale import Scale, get_scale
 from rlhf_lab.worlds.base import EOS, PAD, UNK, TokenWorld

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from rlhf_lab.core import sequence_logprobs
-from rlhf_lab.decoding import sample_ids, sample_rows  # noqa: F401  (rollout.sample_ids)
+from rlhf_lab.decoding import sample_ids, sample_rows  # noqa: F401  (re-exported)
 from rlhf_lab.models import position_ids_from_mask
 from rlhf_lab.worlds.base import TokenWorld
 

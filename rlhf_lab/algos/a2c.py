@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from rlhf_lab.algos.experience import (Experience, actor_critic_forward, batch_metrics,  # noqa: F401  (a2c.collect, …)
+from rlhf_lab.algos.experience import (Experience, actor_critic_forward, batch_metrics,  # noqa: F401  (re-exported)
                                        check_same_shape, collect, token_rewards, value_loss, values_of)
 from rlhf_lab.algos.loop import (Callback, ExactEvaluator, RewardFn, RunLog, SampledEvaluator, check_fields,
                                  default_evaluator, make_optimizer, optimizer_step, prompt_batch, trainable_copy)
-from rlhf_lab.categorical import group_expectation, prefix_groups  # noqa: F401  (a2c.group_expectation, …)
-from rlhf_lab.core import explained_variance, masked_mean  # noqa: F401  (a2c.explained_variance)
+from rlhf_lab.categorical import group_expectation, prefix_groups  # noqa: F401  (re-exported)
+from rlhf_lab.core import explained_variance, masked_mean  # noqa: F401  (re-exported)
 from rlhf_lab.history import History
 from rlhf_lab.models import ValueModel
 from rlhf_lab.scale import get_seed

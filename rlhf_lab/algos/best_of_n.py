@@ -22,10 +22,10 @@ from torch import Tensor
 
 from rlhf_lab.algos.loop import (Callback, ExactEvaluator, RewardFn, RunLog, SampledEvaluator, check_fields,
                                  default_evaluator, make_optimizer, optimizer_step, prompt_batch, trainable_copy)
-from rlhf_lab.categorical import bon_kl_bound, bon_win_rate, exact_best_of_n  # noqa: F401  (best_of_n.bon_kl_bound, …)
+from rlhf_lab.categorical import bon_kl_bound, bon_win_rate, exact_best_of_n  # noqa: F401  (re-exported)
 from rlhf_lab.core import masked_mean, sequence_logprobs
 from rlhf_lab.history import History
-from rlhf_lab.rollout import (Rollout, completion_logprobs, encode_texts, sample,  # noqa: F401  (best_of_n.encode_texts, …)
+from rlhf_lab.rollout import (Rollout, completion_logprobs, encode_texts, sample,  # noqa: F401  (re-exported)
                               sequence_logps)
 from rlhf_lab.scale import get_seed
 from rlhf_lab.worlds.base import TokenWorld

@@ -28,7 +28,7 @@ from rlhf_lab.algos.loop import (Callback, ExactEvaluator, RewardFn, RunLog, Sam
 from rlhf_lab.categorical import kl, kl_regularized_optimum
 from rlhf_lab.data import check_preferences
 from rlhf_lab.history import History
-from rlhf_lab.pairwise import KINDS, dpo_loss, simpo_loss  # noqa: F401  (dpo.dpo_loss, …)
+from rlhf_lab.pairwise import KINDS, dpo_loss, simpo_loss  # noqa: F401  (re-exported)
 from rlhf_lab.rollout import encode_texts, sequence_logps
 from rlhf_lab.scale import get_seed
 from rlhf_lab.worlds.base import TokenWorld

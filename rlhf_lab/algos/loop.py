@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from rlhf_lab.algos.evaluate import ExactEvaluator, SampledEvaluator, default_evaluator  # noqa: F401
+from rlhf_lab.algos.evaluate import ExactEvaluator, SampledEvaluator, default_evaluator  # noqa: F401  (re-exported)
 from rlhf_lab.history import History
 from rlhf_lab.worlds.base import TokenWorld
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from rlhf_lab.algos.loop import (Callback, ExactEvaluator, RewardFn, RunLog, SampledEvaluator,  # noqa: F401
+from rlhf_lab.algos.loop import (Callback, ExactEvaluator, RewardFn, RunLog, SampledEvaluator,
                                  check_fields, default_evaluator, make_optimizer, optimizer_step, prompt_batch,
                                  trainable_copy)
 from rlhf_lab.core import entropy_from_logits, kl_penalty, masked_mean, token_logprobs

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 
 from rlhf_lab.algos.loop import Callback, RunLog, check_fields, make_optimizer, optimizer_step
-from rlhf_lab.data import PREFERENCE_COLUMNS as COLUMNS  # noqa: F401  (reward_model.COLUMNS)
+from rlhf_lab.data import PREFERENCE_COLUMNS as COLUMNS  # noqa: F401  (re-exported)
 from rlhf_lab.data import check_preferences
 from rlhf_lab.history import History
 from rlhf_lab.pairwise import bradley_terry_loss
