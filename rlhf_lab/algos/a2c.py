@@ -125,7 +125,7 @@ def train(
 
     The critic is a separate ``ValueModel`` started from a copy of ``policy``'s transformer.
     Logs ``loss/policy``, ``loss/value``, ``reward/mean``, ``kl/sampled``,
-    ``stats/explained_var``, ``stats/entropy``, ``stats/grad_norm`` every step, and the exact
+    ``stats/explained_var``, ``stats/entropy``, ``stats/grad_norm`` every step, and the
     evaluator's metrics at step 0, every ``eval_every`` steps and at the end.
 
     Args:

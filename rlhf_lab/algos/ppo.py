@@ -1,5 +1,5 @@
-"""PPO: the clipped importance-ratio surrogate, the clipped value loss, and PPO for language
-models (per-token KL reward, GAE, whitened advantages, K epochs of minibatches per batch).
+"""PPO: the clipped importance-ratio surrogate, and PPO for language models (per-token KL
+reward, GAE, whitened advantages, a clipped critic, K epochs of minibatches per batch).
 
 Two look-alike symbols: ρ_t = π_θ(a_t | s_t) / π_old(a_t | s_t) is the importance *ratio*;
 r_t is the per-token *reward*. ε (``clip_eps``) bounds how far one update may move ρ from 1.
