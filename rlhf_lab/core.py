@@ -1,5 +1,5 @@
 """Pure tensor math shared by every algorithm: log-probs, entropy, KL estimators, masked
-statistics and GAE.
+statistics, GAE and the critic's explained variance.
 
 Every function here is pure (tensors in, tensors out, no state) and checks the shapes it is
 given, raising ``ValueError`` with the argument's name, because a silently broadcast mask is the
@@ -21,9 +21,7 @@ KL_KINDS = ("k1", "k2", "k3")
 def _mask_like(mask: Tensor, x: Tensor, x_name: str) -> Tensor:
     """``mask`` as a bool tensor, after checking that it has exactly the shape of ``x``."""
     if mask.shape != x.shape:
-        raise ValueError(
-            f"mask has shape {tuple(mask.shape)} but {x_name} has shape {tuple(x.shape)}"
-        )
+        raise ValueError(f"mask has shape {tuple(mask.shape)} but {x_name} has shape {tuple(x.shape)}")
     return mask.bool()
 
 
@@ -156,9 +154,7 @@ def kl_penalty(logp: Tensor, logp_ref: Tensor, kind: str = "k1") -> Tensor:
     if kind not in KL_KINDS:
         raise ValueError(f"kind must be one of {KL_KINDS}, got {kind!r}")
     if logp_ref.shape != logp.shape:
-        raise ValueError(
-            f"logp_ref has shape {tuple(logp_ref.shape)} but logp has shape {tuple(logp.shape)}"
-        )
+        raise ValueError(f"logp_ref has shape {tuple(logp_ref.shape)} but logp has shape {tuple(logp.shape)}")
     log_r = logp_ref - logp
     if kind == "k1":
         return -log_r
@@ -265,9 +261,7 @@ def gae(
     Introduced in chapter 03.
     """
     if values.shape != rewards.shape:
-        raise ValueError(
-            f"values has shape {tuple(values.shape)} but rewards has shape {tuple(rewards.shape)}"
-        )
+        raise ValueError(f"values has shape {tuple(values.shape)} but rewards has shape {tuple(rewards.shape)}")
     if rewards.dim() != 2:
         raise ValueError(f"rewards must have shape (B, T), got {tuple(rewards.shape)}")
     valid = _mask_like(mask, rewards, "rewards")
@@ -292,3 +286,14 @@ def gae(
         advantages[:, t] = next_adv
         next_value = values[:, t]
     return advantages, advantages + values
+
+
+def explained_variance(values: Tensor, returns: Tensor, mask: Tensor) -> float:
+    """1 − Var[R̂ − V] / Var[R̂] over valid tokens: 1 is a perfect critic, 0 no better than a
+    constant, below 0 worse than one; ``nan`` when the returns do not vary.
+
+    Shape: values (B, T), returns (B, T), mask (B, T) → a float. Introduced in chapter 03.
+    """
+    valid = _mask_like(mask, values, "values")
+    var_ret = returns[valid].var()
+    return float(1.0 - (returns - values)[valid].var() / var_ret) if var_ret > 0 else float("nan")

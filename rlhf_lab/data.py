@@ -33,6 +33,22 @@ _TRUE = {"1", "true", "yes", "on"}
 _MAX_REDRAWS = 100
 
 
+PREFERENCE_COLUMNS = ("prompt", "chosen", "rejected")
+
+
+def check_preferences(dataset: datasets.Dataset, name: str = "dataset") -> None:
+    """Raise ``ValueError`` unless ``dataset`` has the columns prompt, chosen, rejected and a row.
+
+    The check every trainer on preference pairs (the reward model, DPO) makes first; ``name``
+    is the argument's name in the message.
+    """
+    missing = [c for c in PREFERENCE_COLUMNS if c not in dataset.column_names]
+    if missing:
+        raise ValueError(f"{name} needs columns {list(PREFERENCE_COLUMNS)}; missing {missing}")
+    if len(dataset) == 0:
+        raise ValueError(f"{name} is empty: it needs at least one preference pair")
+
+
 def prompt_dataset(world: TokenWorld) -> datasets.Dataset:
     """One row per prompt of ``world``, column ``prompt``."""
     return datasets.Dataset.from_dict({"prompt": list(world.prompts)})
@@ -57,7 +73,7 @@ def preference_dataset(
         world: the world whose gold reward labels the pairs.
         n_pairs: number of pairs, ≥ 1.
         logp: the policy as exact log-probs (P, K) over ``world.enumerate_completions()``
-            (an enumerable world; see ``exact.completion_logprobs``).
+            (an enumerable world; see ``exact.exact_logprobs``).
         sample_fn: otherwise, a sampler ``prompts -> completions`` (texts as in the world,
             e.g. wrapping ``rollout``), one completion per prompt.
         label_noise: τ ≥ 0, the Bradley–Terry temperature; 0 means noiseless labels (ties

@@ -1,17 +1,13 @@
 """Exact ground truth on an enumerable world: every completion, its probability, its reward.
 
 The worlds at scales ci and cpu are small enough to list every completion y a policy can write.
-With the exact log-probabilities log π(y|x) of all of them, the quantities the algorithms only
-estimate become sums:
-
-    E_π[r]          = Σ_y π(y) r(y)
-    KL(π ‖ π_ref)   = Σ_y π(y) (log π(y) − log π_ref(y))                     (eq-kl)
-    H(π)            = −Σ_y π(y) log π(y)                                     (eq-entropy)
-    π*_β(y)         = π_ref(y) exp(r(y)/β) / Z,   the maximiser of E[r] − β·KL (eq-kl-optimum)
-    pass@k          = 1 − (1 − Σ_y π(y) r(y))^k   for a 0/1 reward            (eq-pass-k)
-
-with 0·log 0 = 0. Each is computed per prompt over the last dimension and averaged uniformly
-over prompts. Introduced in chapter 00 (KL, entropy, the optimum π*_β) and chapter 08 (pass@k).
+``exact_logprobs`` computes log π(y|x) of all of them in a few batched forward passes, and
+``Enumeration`` holds one world's completions and gold rewards and turns a policy's exact
+log-probs into the exact metrics every trainer logs: ``reward/gold``, ``reward/proxy``,
+``kl/exact``, ``entropy/exact`` and, on a 0/1-reward world, ``pass@k``. The math on the
+enumerated distributions (E_π[r], KL, H, π*_β, pass@k, best-of-n, prefix values) is in
+``categorical.py``; its names used here are importable from this module too. Introduced in
+chapter 00 (KL, entropy, the optimum π*_β) and chapter 08 (pass@k).
 """
 
 from __future__ import annotations
@@ -20,68 +16,9 @@ from collections.abc import Sequence
 
 import torch
 
+from rlhf_lab.categorical import (PASS_K, entropy, expected, kl, kl_regularized_optimum,  # noqa: F401  (re-exported)
+                                  pass_at_k)
 from rlhf_lab.worlds.base import EOS, TokenWorld
-
-
-# -- tensor math over an enumerated output set -------------------------------------------------
-def kl_regularized_optimum(logp_ref: torch.Tensor, rewards: torch.Tensor, beta: float) -> torch.Tensor:
-    """log π*_β = log π_ref + r/β − log Z: the maximiser of E_π[r] − β·KL(π ‖ π_ref) (eq-kl-optimum).
-
-    β → ∞ gives π_ref; β → 0 puts all mass on the best output(s) that π_ref can produce.
-
-    Shape: logp_ref (..., K), rewards (..., K) → (..., K).
-    """
-    if not beta > 0:  # also rejects NaN
-        raise ValueError(f"beta must be > 0 (β, the KL coefficient), got {beta}")
-    # eq-kl-optimum; logsumexp inside log_softmax keeps it finite even for r/β in the thousands
-    return torch.log_softmax(logp_ref + rewards / beta, dim=-1)
-
-
-PASS_K = (1, 4, 16)  # the k of the exact pass@k logged on verifiable (0/1-reward) worlds
-
-
-def pass_at_k(logp: torch.Tensor, gold: torch.Tensor, k: int) -> float:
-    """Exact pass@k = mean over prompts of 1 − (1 − p_x)^k, p_x = Σ_y π(y|x)·gold(x, y).
-
-    The chance that at least one of k independent samples is right, for a 0/1 gold reward.
-
-    Shape:
-        logp: (P, K) exact log-probs; gold: (P, K) in {0, 1}. Introduced in chapter 08.
-    """
-    p = (logp.double().exp() * gold.double()).sum(-1).clamp(0.0, 1.0)  # (P,) pass@1 per prompt
-    # (eq-pass-k)  pass@k = 1 − (1 − p)^k
-    return float((1.0 - (1.0 - p) ** k).mean())
-
-
-def _p_and_logp(logp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(π, log π with the −∞ entries of zero-probability outputs replaced by 0)."""
-    p = logp.exp()
-    return p, torch.where(p > 0, logp, torch.zeros_like(logp))
-
-
-def kl(logp: torch.Tensor, logp_ref: torch.Tensor) -> torch.Tensor:
-    """KL(π ‖ π_ref) = Σ π (log π − log π_ref) over the last dim (eq-kl); 0·log 0 = 0.
-
-    It is +∞ when π puts mass where π_ref has none. Shape: (..., K), (..., K) → (...).
-    """
-    p, logp_safe = _p_and_logp(logp)
-    ref_safe = torch.where(p > 0, logp_ref, torch.zeros_like(logp_ref))
-    return (p * (logp_safe - ref_safe)).sum(-1)
-
-
-def entropy(logp: torch.Tensor) -> torch.Tensor:
-    """H(π) = −Σ π log π over the last dim (eq-entropy); 0·log 0 = 0. Shape: (..., K) → (...)."""
-    p, logp_safe = _p_and_logp(logp)
-    return -(p * logp_safe).sum(-1)
-
-
-def expected(logp: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """E_π[v] = Σ π v over the last dim; outputs with π = 0 contribute 0.
-
-    Shape: logp (..., K), values (..., K) → (...).
-    """
-    p = logp.exp()
-    return (p * torch.where(p > 0, values, torch.zeros_like(values))).sum(-1)
 
 
 # -- exact log-probs of a causal LM ------------------------------------------------------------
@@ -97,7 +34,7 @@ def _model_device(policy: torch.nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def completion_logprobs(
+def exact_logprobs(
     policy: torch.nn.Module,
     world: TokenWorld,
     prompts: Sequence[str] | None = None,
@@ -156,6 +93,9 @@ def completion_logprobs(
     finally:
         policy.train(was_training)
     return out
+
+
+completion_logprobs = exact_logprobs  # the old name; rollout.completion_logprobs is the per-token one
 
 
 def _group_logprobs(
@@ -236,8 +176,8 @@ class Enumeration:
         return tuple(self.gold.shape)
 
     def logprobs(self, policy: torch.nn.Module, batch_size: int = 4096) -> torch.Tensor:
-        """Exact log π(y|x), float64 (P, K); see ``completion_logprobs``."""
-        return completion_logprobs(policy, self.world, self.prompts, batch_size=batch_size)
+        """Exact log π(y|x), float64 (P, K); see :func:`exact_logprobs`."""
+        return exact_logprobs(policy, self.world, self.prompts, batch_size=batch_size)
 
     def optimum(self, logp_ref: torch.Tensor, beta: float, rewards: torch.Tensor | None = None) -> torch.Tensor:
         """log π*_β for the gold rewards (or ``rewards``, e.g. a proxy's). Shape (P, K) (eq-kl-optimum)."""

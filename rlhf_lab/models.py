@@ -1,4 +1,4 @@
-"""Tiny GPT-2 policies, value and reward models, built with transformers.
+"""Tiny GPT-2 policies and their tokenizer, the pretrained reference π_ref, and real hub models.
 
 The policies are ordinary ``GPT2LMHeadModel``s with a word-level ``PreTrainedTokenizerFast``, so
 everything a chapter does with them — ``save_pretrained``, ``from_pretrained``, padding,
@@ -7,8 +7,9 @@ everything a chapter does with them — ``save_pretrained``, ``from_pretrained``
 * ``build_tokenizer(world)`` / ``build_policy(world, scale)`` — fresh tokenizer and model.
 * ``pretrain_reference(world, scale)`` — the reference/SFT policy π_ref: next-token training on
   the world's corpus, cached on disk (``cache.py``).
-* ``ValueHead``, ``ValueModel`` — per-token values V(s_t) (chapters 03–04).
-* ``RewardModel`` — a backbone and a scalar head read at the last real token (chapter 05).
+* ``load_policy(name_or_path)`` — a real causal LM and its tokenizer.
+* ``ValueHead``, ``ValueModel``, ``RewardModel`` — scalar heads on a copy of the transformer
+  (defined in ``heads.py``, importable from here).
 
 Dropout is off in every model we build: RL compares log-probs of the same tokens computed in
 different passes, and dropout would make them disagree for no reason.
@@ -19,7 +20,6 @@ Introduced in chapter 00.
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import json
 import math
@@ -29,9 +29,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from rlhf_lab.cache import build_or_load, cache_dir, config_key
+from rlhf_lab.heads import (RewardModel, ValueHead, ValueModel, last_token_index,  # noqa: F401  (re-exported)
+                            position_ids_from_mask)
 from rlhf_lab.scale import Scale, get_scale
 from rlhf_lab.worlds.base import EOS, PAD, UNK, TokenWorld
 
@@ -205,141 +206,6 @@ def pretrain_reference(world: TokenWorld, scale: Scale | None = None, *, cache: 
 
     target = cache_dir() / "models" / pretrain_key(world, scale)
     return build_or_load(target, build, load, f"reference policy for {world.name}"), tokenizer
-
-
-# -- value and reward models ------------------------------------------------------------------
-def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions counted over real tokens only, so left padding does not shift them.
-
-    Shape: attention_mask (B, T) → (B, T); padded positions get 0.
-    """
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-
-
-def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Index of the last real token of each row, for left or right padding. Shape (B, T) → (B,)."""
-    positions = torch.arange(attention_mask.shape[-1], device=attention_mask.device)
-    return (attention_mask.long() * (positions + 1)).argmax(-1)
-
-
-class ValueHead(nn.Module):
-    """A linear map from a hidden state to one number. Shape: (..., H) → (...)."""
-
-    def __init__(self, hidden_size: int) -> None:
-        super().__init__()
-        self.linear = nn.Linear(hidden_size, 1)
-        nn.init.zeros_(self.linear.weight)  # every output starts at 0: no initial preference
-        nn.init.zeros_(self.linear.bias)
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.linear(hidden).squeeze(-1)
-
-
-def _backbone_from(model_or_config):
-    """A transformer body (no LM head): a copy of a policy's, or a fresh one from a config."""
-    from transformers import AutoModel, PretrainedConfig  # the name both v4 and v5 export
-
-    if isinstance(model_or_config, PretrainedConfig):
-        return AutoModel.from_config(model_or_config)
-    body = getattr(model_or_config, "base_model", model_or_config)
-    return copy.deepcopy(body)
-
-
-class _ScalarHeadModel(nn.Module):
-    """A backbone with a ``ValueHead``; subclasses choose where the head is read."""
-
-    def __init__(self, backbone: nn.Module) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.head = ValueHead(backbone.config.hidden_size)
-
-    @property
-    def config(self):
-        return self.backbone.config
-
-    @classmethod
-    def from_policy(cls, policy: nn.Module):
-        """Start from a copy of ``policy``'s transformer (its LM head is dropped), on its device."""
-        device = next(policy.parameters()).device
-        return cls(_backbone_from(policy)).to(device)
-
-    @classmethod
-    def from_config(cls, config):
-        """A freshly initialised backbone of the given transformers config."""
-        return cls(_backbone_from(config))
-
-    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Last-layer hidden states, shape (B, T, H)."""
-        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
-                            position_ids=position_ids_from_mask(attention_mask), use_cache=False)
-        return out.last_hidden_state
-
-    def save_pretrained(self, path: str | Path) -> None:
-        """Write ``config.json`` and ``model.safetensors`` (head and buffers included)."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        self.config.save_pretrained(path)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, path / "model.safetensors")
-
-    @classmethod
-    def from_pretrained(cls, path: str | Path):
-        from safetensors.torch import load_file
-        from transformers import AutoConfig
-
-        path = Path(path)
-        model = cls.from_config(AutoConfig.from_pretrained(path))
-        model.load_state_dict(load_file(path / "model.safetensors"))
-        return model.eval()
-
-
-class ValueModel(_ScalarHeadModel):
-    """Per-token values V(s_t): the head applied to every hidden state (chapters 03–04).
-
-    ``forward(input_ids (B, T), attention_mask (B, T)) -> values (B, T)``; entries at padded
-    positions are meaningless and must be masked by the caller.
-    """
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.head(self.hidden_states(input_ids, attention_mask))
-
-
-class RewardModel(_ScalarHeadModel):
-    """r(x, y): a scalar head on the hidden state of the last real token (chapter 05).
-
-    The output is normalised, (raw − reward_mean) / reward_std; both are buffers (0 and 1 until
-    ``algos.reward_model.normalise_rewards`` sets them), so they are saved and loaded with it.
-    """
-
-    def __init__(self, backbone: nn.Module) -> None:
-        super().__init__(backbone)
-        self.register_buffer("reward_mean", torch.zeros(()))
-        self.register_buffer("reward_std", torch.ones(()))
-
-    def raw_forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Un-normalised scores. Shape: (B, T) → (B,)."""
-        hidden = self.hidden_states(input_ids, attention_mask)  # (B, T, H)
-        last = last_token_index(attention_mask)  # (B,)
-        return self.head(hidden[torch.arange(hidden.shape[0], device=hidden.device), last])
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Normalised scores. Shape: input_ids, attention_mask (B, T) → (B,)."""
-        return (self.raw_forward(input_ids, attention_mask) - self.reward_mean) / self.reward_std
-
-    @torch.no_grad()
-    def score_texts(self, texts: list[str], tokenizer, batch_size: int = 256, raw: bool = False) -> torch.Tensor:
-        """Scores of whole texts (prompt + " " + completion). Shape (len(texts),), on CPU."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
-        device = next(self.parameters()).device
-        out = []
-        for start in range(0, len(texts), batch_size):
-            enc = tokenizer(list(texts[start: start + batch_size]), padding=True, return_tensors="pt").to(device)
-            score = self.raw_forward if raw else self.forward
-            out.append(score(enc["input_ids"], enc["attention_mask"]).float().cpu())
-        return torch.cat(out) if out else torch.zeros(0)
 
 
 # -- real models --------------------------------------------------------------------------------

@@ -7,68 +7,31 @@ head) predicts the return still to come; the TD residual δ_t = r_t + γV(s_{t+1
 one token, and GAE averages the residuals ahead with weights (γλ)^l. The actor takes one policy-
 gradient step per batch, weighting log π(y_t | s_t) by Â_t.
 
-The per-token reward and the collection of a batch (:func:`collect`) are shared with PPO
-(``ppo.py``), which adds the importance ratio, the clip and several epochs per batch.
-Introduced in chapter 03.
+This module holds the actor's loss, the Config and ``train``. What PPO shares with it — the
+per-token rewards, the collection of a batch, the critic's forward pass and loss — is in
+``experience.py``; the exact values of prefixes (``prefix_groups``, ``group_expectation``) are
+in ``categorical.py``. Both are importable from here. Introduced in chapter 03.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-from rlhf_lab.scale import get_seed
-from rlhf_lab.algos.loop import Callback, ExactEvaluator, SampledEvaluator, check_finite, progress, trainable_copy
-from rlhf_lab.algos.reinforce import (RewardFn, RunLog, check_fields, make_evaluator, make_optimizer,
-                                      prompt_batch)
-from rlhf_lab.core import entropy_from_logits, gae, kl_penalty, masked_mean, masked_whiten, token_logprobs
+from rlhf_lab.algos.experience import (Experience, actor_critic_forward, batch_metrics,  # noqa: F401  (re-exported)
+                                       check_same_shape, collect, token_rewards, value_loss, values_of)
+from rlhf_lab.algos.loop import (Callback, ExactEvaluator, RewardFn, RunLog, SampledEvaluator, check_fields,
+                                 default_evaluator, make_optimizer, optimizer_step, prompt_batch, trainable_copy)
+from rlhf_lab.categorical import group_expectation, prefix_groups  # noqa: F401  (re-exported)
+from rlhf_lab.core import explained_variance, masked_mean  # noqa: F401  (re-exported)
 from rlhf_lab.history import History
 from rlhf_lab.models import ValueModel
-from rlhf_lab.rollout import Rollout, completion_logits, completion_logprobs, sample
+from rlhf_lab.scale import get_seed
 from rlhf_lab.worlds.base import TokenWorld
 
-
-# -- pure pieces ---------------------------------------------------------------------------------
-def token_rewards(scores: Tensor, logp: Tensor, logp_ref: Tensor, mask: Tensor, beta: float) -> Tensor:
-    """Per-token rewards: −β·KL_t at every token, plus the completion's score at its last token.
-
-    KL_t = log π(y_t | s_t) − log π_ref(y_t | s_t) is the k1 estimate; summed over a completion
-    it is log π(y) − log π_ref(y), so the return from the first token is score − β·KL(y), the
-    KL-regularised objective (chapter 04). The last valid token is EOS, or the last word of a
-    truncated completion.
-
-    Args:
-        scores: the reward model's (or gold) score of each completion.
-        logp: log π_old of each sampled token (detached).
-        logp_ref: log π_ref of the same tokens.
-        mask: 1 for completion tokens, 0 for padding; right-padded.
-        beta: β ≥ 0, the KL coefficient.
-
-    Shape:
-        scores (B,), logp (B, T), logp_ref (B, T), mask (B, T) → (B, T), 0 at padding.
-
-    Introduced in chapter 03 (score at EOS) and chapter 04 (the KL term).
-    """
-    valid = mask.bool()
-    last = valid.sum(1) - 1  # (B,) index of the last valid token
-    # (eq-kl-reward)  r_t = −β (log π(y_t|s_t) − log π_ref(y_t|s_t)) + 1[t = T_y] · r(x, y)
-    rewards = torch.where(valid, -beta * kl_penalty(logp.detach(), logp_ref.detach(), "k1"), 0.0)
-    rows = torch.arange(len(scores), device=rewards.device)
-    rewards[rows, last] += scores.to(rewards.dtype)
-    return rewards
-
-
-def explained_variance(values: Tensor, returns: Tensor, mask: Tensor) -> float:
-    """1 − Var[R̂ − V] / Var[R̂] over valid tokens: 1 is a perfect critic, 0 no better than a
-    constant, below 0 worse than one.
-
-    Shape: values (B, T), returns (B, T), mask (B, T) → a float. Introduced in chapter 03.
-    """
-    valid = mask.bool()
-    var_ret = returns[valid].var()
-    return float(1.0 - (returns - values)[valid].var() / var_ret) if var_ret > 0 else float("nan")
+actor_critic_step = actor_critic_forward  # the old name: it runs the forward passes and takes no step
 
 
 def a2c_policy_loss(logp: Tensor, adv: Tensor, mask: Tensor) -> tuple[Tensor, dict[str, float]]:
@@ -87,149 +50,13 @@ def a2c_policy_loss(logp: Tensor, adv: Tensor, mask: Tensor) -> tuple[Tensor, di
 
     Introduced in chapter 03 (actor–critic).
     """
-    if not logp.shape == adv.shape == mask.shape:
-        raise ValueError(f"logp, adv, mask must have one shape; got {tuple(logp.shape)}, "
-                         f"{tuple(adv.shape)}, {tuple(mask.shape)}")
+    check_same_shape(logp=logp, adv=adv, mask=mask)
     valid = mask.bool()
     adv = torch.where(valid, adv.detach(), 0.0)
     # (eq-a2c-loss)  L(θ) = −mean_t Â_t log π_θ(y_t | s_t)
     loss = masked_mean(-adv * torch.where(valid, logp, 0.0), valid)
     stats = {"adv_mean": adv[valid].mean().item(), "adv_std": adv[valid].std(correction=0).item()}
     return loss, stats
-
-
-def values_of(value_model: ValueModel, rollout: Rollout) -> Tensor:
-    """V(s_t) for every completion token t: the value of the prefix before it.
-
-    Shape: → (B, T), aligned with ``rollout.completion_ids``; keeps the graph.
-    """
-    values = value_model(rollout.input_ids, rollout.attention_mask)  # (B, Tp + Tc)
-    tp = rollout.prompt_ids.shape[1]
-    # the hidden state at position tp − 1 + t has read x and y_<t: it is the state s_t
-    return values[:, tp - 1: -1].float()
-
-
-# -- exact values on an enumerated world (chapter 03) ---------------------------------------------
-def prefix_groups(tokens: Tensor, lengths: Tensor) -> Tensor:
-    """For each completion and each m, an id of its first m tokens (the state after m tokens).
-
-    Completions with the same first m tokens share the id; −1 where m exceeds the length.
-
-    Shape: tokens (K, L) right-padded ids, lengths (K,) → groups (K, L + 1) long.
-    """
-    k, length = tokens.shape
-    groups = torch.zeros((k, length + 1), dtype=torch.long)  # m = 0: every completion starts at x
-    for m in range(1, length + 1):
-        _, ids = torch.unique(tokens[:, :m], dim=0, return_inverse=True)
-        groups[:, m] = torch.where(lengths >= m, ids, -1)
-    return groups
-
-
-def group_expectation(x: Tensor, p: Tensor, groups: Tensor) -> Tensor:
-    """E_p[x | group] for each entry: the p-weighted mean of x over the entries of its group.
-
-    With x the reward of each completion, p its probability under π and groups the ids of its
-    first m tokens, this is the exact value V^π of each m-token prefix (eq-value). Entries with
-    group −1 get 0.
-
-    Shape: x (K,), p (K,), groups (K,) → (K,).
-    """
-    valid = groups >= 0
-    g = groups[valid]
-    mass = torch.bincount(g, weights=p[valid].double())  # π(prefix) of each group
-    total = torch.bincount(g, weights=(p * x)[valid].double())
-    out = torch.zeros_like(x, dtype=torch.float64)
-    out[valid] = total[g] / mass[g].clamp(min=torch.finfo(torch.float64).tiny)
-    return out
-
-
-# -- a batch of experience -----------------------------------------------------------------------
-@dataclass
-class Experience:
-    """One rollout batch with everything the actor and critic updates need.
-
-    Attributes:
-        rollout: the sampled completions.
-        scores: the reward function's score of each completion (after the no-EOS rule). (B,)
-        logp_old: log π_old of each token, from the policy that sampled them. (B, T)
-        logp_ref: log π_ref of each token. (B, T)
-        values_old: V_old(s_t) at sampling time. (B, T)
-        rewards: per-token rewards r_t (eq-kl-reward). (B, T)
-        adv: advantages Â_t from GAE, whitened if asked. (B, T)
-        ret: returns R̂_t = Â_t + V_old(s_t) (before whitening), the critic's target. (B, T)
-    """
-
-    rollout: Rollout
-    scores: Tensor
-    logp_old: Tensor
-    logp_ref: Tensor
-    values_old: Tensor
-    rewards: Tensor
-    adv: Tensor
-    ret: Tensor
-
-    @property
-    def mask(self) -> Tensor:
-        return self.rollout.completion_mask.bool()
-
-    def select(self, rows: Tensor) -> "Experience":
-        """The experience of rows ``rows`` (an index tensor), e.g. one minibatch."""
-        r = self.rollout
-        idx = rows.tolist()
-        sub = replace(r, prompts=[r.prompts[i] for i in idx], completions=[r.completions[i] for i in idx],
-                      prompt_ids=r.prompt_ids[rows], prompt_mask=r.prompt_mask[rows],
-                      completion_ids=r.completion_ids[rows], completion_mask=r.completion_mask[rows],
-                      logp=r.logp[rows])
-        return Experience(sub, *(getattr(self, f)[rows] for f in
-                                 ("scores", "logp_old", "logp_ref", "values_old", "rewards", "adv", "ret")))
-
-
-@torch.no_grad()
-def collect(
-    policy: torch.nn.Module,
-    ref_policy: torch.nn.Module,
-    value_model: ValueModel,
-    world: TokenWorld,
-    prompts: list[str],
-    reward_fn: RewardFn,
-    *,
-    beta: float,
-    gamma: float,
-    lam: float,
-    missing_eos_score: float | None,
-    whiten: bool,
-    generator: torch.Generator | None = None,
-) -> Experience:
-    """Sample, score and compute advantages for one batch (the first half of A2C and PPO).
-
-    1) sample one completion per prompt; 2) log π_old, log π_ref and V_old of every token;
-    3) score each completion, ``missing_eos_score`` for one that never wrote EOS; 4) per-token
-    rewards (eq-kl-reward); 5) GAE advantages and returns; whiten the advantages over the batch.
-    """
-    rollout = sample(policy, world, prompts, generator=generator)
-    mask = rollout.completion_mask.bool()
-    # teacher-forced log-probs, so the first PPO ratio is exactly 1 (the KV-cache sampler's
-    # rounding differs slightly from a full forward pass)
-    logp_old = completion_logprobs(policy, rollout, world)
-    logp_ref = completion_logprobs(ref_policy, rollout, world)
-    values_old = values_of(value_model, rollout).masked_fill(~mask, 0.0)
-    scores = torch.as_tensor(reward_fn(rollout.prompts, rollout.completions)).float().to(logp_old.device)
-    if missing_eos_score is not None:
-        scores = torch.where(rollout.truncated.to(scores.device), missing_eos_score, scores)
-    rewards = token_rewards(scores, logp_old, logp_ref, mask, beta)
-    # (eq-gae)  Â_t = Σ_l (γλ)^l δ_{t+l},  R̂_t = Â_t + V_old(s_t)
-    adv, ret = gae(rewards, values_old, mask, gamma, lam)
-    if whiten:
-        adv = masked_whiten(adv, mask)
-    return Experience(rollout, scores, logp_old, logp_ref, values_old, rewards, adv, ret)
-
-
-def batch_metrics(exp: Experience) -> dict[str, float]:
-    """What a batch says before any update: mean score, sampled KL, the critic's fit."""
-    mask = exp.mask
-    kl = torch.where(mask, kl_penalty(exp.logp_old, exp.logp_ref, "k1"), 0.0).sum(1)  # (B,)
-    return {"reward/mean": exp.scores.mean().item(), "kl/sampled": kl.mean().item(),
-            "stats/explained_var": explained_variance(exp.values_old, exp.ret, mask)}
 
 
 # -- training ------------------------------------------------------------------------------------
@@ -284,15 +111,6 @@ class A2CConfig:
         })
 
 
-def actor_critic_step(policy, value_model, world, exp: Experience) -> tuple[Tensor, Tensor, dict[str, float]]:
-    """Forward passes of actor and critic on a batch: (logp, values, {entropy}), with graphs."""
-    logits = completion_logits(policy, exp.rollout, world)  # (B, T, V)
-    logp = token_logprobs(logits, exp.rollout.completion_ids).masked_fill(~exp.mask, 0.0)  # (B, T)
-    values = values_of(value_model, exp.rollout)  # (B, T)
-    entropy = masked_mean(entropy_from_logits(logits.detach()), exp.mask).item()
-    return logp, values, {"stats/entropy": entropy}
-
-
 def train(
     policy: torch.nn.Module,
     world: TokenWorld,
@@ -307,8 +125,8 @@ def train(
 
     The critic is a separate ``ValueModel`` started from a copy of ``policy``'s transformer.
     Logs ``loss/policy``, ``loss/value``, ``reward/mean``, ``kl/sampled``,
-    ``stats/explained_var``, ``stats/entropy``, ``stats/grad_norm`` every step, and the exact
-    metrics of ``reinforce.train`` at step 0, every ``eval_every`` steps and at the end.
+    ``stats/explained_var``, ``stats/entropy``, ``stats/grad_norm`` every step, and the
+    evaluator's metrics at step 0, every ``eval_every`` steps and at the end.
 
     Args:
         policy: the starting policy; not modified (a copy is trained).
@@ -327,39 +145,33 @@ def train(
         FloatingPointError: the loss became NaN or infinite (names the step).
     """
     ref_policy = policy if ref_policy is None else ref_policy
-    evaluator = evaluator or make_evaluator(world, ref_policy, reward_fn)
+    evaluator = evaluator or default_evaluator(world, ref_policy, reward_fn)
     score = reward_fn or world.gold_rewards
     model = trainable_copy(policy)
-    value_model = trainable_copy(ValueModel.from_policy(policy).to(next(model.parameters()).device))
+    device = next(model.parameters()).device
+    value_model = trainable_copy(ValueModel.from_policy(policy).to(device))
     params = [*model.parameters(), *value_model.parameters()]
     opt = make_optimizer(params, config.lr)
-    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(config.seed)
+    gen = torch.Generator(device=device).manual_seed(config.seed)
     cpu_gen = torch.Generator().manual_seed(config.seed)
-    run = RunLog(evaluator, config.eval_every, config.steps, callback)
+    run = RunLog(evaluator, config.eval_every, config.steps, callback, "A2C", config.progress)
     run.history.policy, run.history.value_model = model, value_model
     run.evaluate(0, model)
-    bar = progress(config.steps, "A2C", config.progress)
     for step in range(config.steps):
         # 1) rollout, 2) advantages
         exp = collect(model, ref_policy, value_model, world, prompt_batch(world, config.batch_size, cpu_gen),
                       score, beta=config.beta, gamma=config.gamma, lam=config.lam,
                       missing_eos_score=config.missing_eos_score, whiten=config.whiten_adv, generator=gen)
         # 3) one actor and one critic step on the whole batch
-        logp, values, metrics = actor_critic_step(model, value_model, world, exp)
+        logp, values, metrics = actor_critic_forward(model, value_model, world, exp)
         loss_pi, _ = a2c_policy_loss(logp, exp.adv, exp.mask)
         # (eq-critic-loss)  L^V = ½ mean_t (V_φ(s_t) − R̂_t)²
-        loss_v = 0.5 * masked_mean((values - exp.ret) ** 2, exp.mask)
+        loss_v, _ = value_loss(values, exp.values_old, exp.ret, exp.mask)
         loss = loss_pi + config.vf_coef * loss_v
-        check_finite(step, loss.detach(), run.history)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-        opt.step()
+        grad_norm = optimizer_step(opt, loss, params, config.max_grad_norm, step, run.history)
         # 4) log
         run.log(step, {**batch_metrics(exp), **metrics, "loss/policy": loss_pi.item(),
-                       "loss/value": loss_v.item(), "stats/grad_norm": float(grad_norm)})
+                       "loss/value": loss_v.item(), "stats/grad_norm": grad_norm})
         run.evaluate(step + 1, model)
-        bar.update()
-        bar.set_postfix(reward=f"{exp.scores.mean().item():.3f}", refresh=False)
-    bar.close()
-    return run.history
+        run.tick(reward=f"{exp.scores.mean().item():.3f}")
+    return run.close()

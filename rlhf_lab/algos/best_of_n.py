@@ -1,145 +1,36 @@
 """Best-of-n and rejection sampling: draw n samples, keep the ones the reward model likes best.
 
-On an enumerable world the distribution of the kept sample is known exactly, so its KL from
-π_ref and its win rate can be compared with the analytic bounds instead of estimated.
+``best_of_n`` draws n completions of each prompt and keeps the one with the top reward. On an
+enumerable world the distribution of the kept sample is known exactly (``exact_best_of_n``,
+``bon_kl_bound``, ``bon_win_rate``, in ``categorical.py`` and importable from here), so its KL
+from π_ref and its win rate can be compared with the analytic bounds instead of estimated.
 
 Rejection-sampling fine-tuning (Llama 2's "rejection sampling", ReST, RAFT) turns best-of-n
-into training: sample n completions per prompt, keep the best (``select_samples``), and
-fine-tune on them with the supervised loss, −mean log π(y_t | x, y_<t) over the kept tokens.
-The next round samples from the improved policy. Introduced in chapter 06.
+into training, and is this module's ``train`` (also importable as ``train_rejection_sampling``):
+sample n completions per prompt, keep the best (``select_samples``), and fine-tune on them with
+the supervised loss (``sft_loss``), −mean log π(y_t | x, y_<t) over the kept tokens. The next
+round samples from the improved policy. Introduced in chapter 06.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import datasets
 import torch
 from torch import Tensor
 
-from rlhf_lab.scale import get_seed
-from rlhf_lab.algos.loop import (Callback, ExactEvaluator, SampledEvaluator, check_finite, default_evaluator, progress,
-                                 trainable_copy)
+from rlhf_lab.algos.loop import (Callback, ExactEvaluator, RewardFn, RunLog, SampledEvaluator, check_fields,
+                                 default_evaluator, make_optimizer, optimizer_step, prompt_batch, trainable_copy)
+from rlhf_lab.categorical import bon_kl_bound, bon_win_rate, exact_best_of_n  # noqa: F401  (re-exported)
 from rlhf_lab.core import masked_mean, sequence_logprobs
 from rlhf_lab.history import History
-from rlhf_lab.rollout import Rollout, completion_logprobs, sample
+from rlhf_lab.rollout import (Rollout, completion_logprobs, encode_texts, sample,  # noqa: F401  (re-exported)
+                              sequence_logps)
+from rlhf_lab.scale import get_seed
 from rlhf_lab.worlds.base import TokenWorld
 
-RewardFn = Callable[[list[str], list[str]], Tensor]
 SELECTIONS = ("per_prompt", "overall")
-
-
-def _check_n(n: int) -> None:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be an integer >= 1; got {n!r}")
-
-
-def _check_categorical(probs: Tensor, rewards: Tensor) -> None:
-    if probs.dim() != 1 or probs.shape != rewards.shape or probs.numel() == 0:
-        raise ValueError(
-            f"probs and rewards must both have shape (K,) with K >= 1; got {tuple(probs.shape)} "
-            f"and {tuple(rewards.shape)}"
-        )
-    total = probs.sum().item()
-    if bool((probs < 0).any()) or not math.isclose(total, 1.0, abs_tol=1e-5):
-        raise ValueError(f"probs must be nonnegative and sum to 1; got sum {total:.6g}")
-
-
-def bon_kl_bound(n: int) -> float:
-    """The upper bound log n − (n − 1)/n on KL(π_bon ‖ π_ref) (Beirami et al. 2024).
-
-    It is an equality only in the continuous limit (no two samples ever tie); for a categorical
-    π_ref the exact KL (:func:`exact_best_of_n`) is smaller and saturates as n grows.
-
-    Args:
-        n: the number of samples, an integer ≥ 1.
-
-    Returns:
-        The bound in nats (0 for n = 1).
-
-    Raises:
-        ValueError: if n is not an integer ≥ 1.
-
-    Introduced in chapter 06 (best-of-n).
-    """
-    _check_n(n)
-    # (eq-bon-kl)  KL(π_bon ‖ π_ref) ≤ log n − (n − 1)/n
-    return math.log(n) - (n - 1) / n
-
-
-def exact_best_of_n(probs: Tensor, rewards: Tensor, n: int) -> Tensor:
-    """The exact distribution of the best of n i.i.d. samples from a categorical π_ref.
-
-    Outputs are grouped by reward. With F(v) the probability that one draw has reward ≤ v and
-    F⁻(v) the probability that it has reward < v, the best of n has reward v with probability
-    F(v)^n − F⁻(v)^n. Outputs that tie at v share that mass in proportion to π_ref, which is
-    what a sampler that keeps the first-drawn of the tied best samples produces: the draws are
-    exchangeable, so the first tied best is distributed as π_ref restricted to the tie. With
-    distinct rewards this is π_n(y) = F(y)^n − F⁻(y)^n.
-
-    Args:
-        probs: π_ref over the K outputs (nonnegative, summing to 1 up to 1e-5; renormalised).
-        rewards: the reward of each output.
-        n: the number of samples, an integer ≥ 1 (n = 1 returns probs).
-
-    Shape:
-        probs: (K,), introduced in chapter 06.
-        rewards: (K,), introduced in chapter 06.
-
-    Returns:
-        π_n of shape (K,), summing to 1, in the dtype of probs (computed in float64).
-
-    Raises:
-        ValueError: if n is not an integer ≥ 1, the shapes differ, or probs is not a
-            distribution.
-
-    Introduced in chapter 06 (best-of-n).
-    """
-    _check_n(n)
-    _check_categorical(probs, rewards)
-    p = probs.detach().double()
-    p = p / p.sum()  # (K,) the check allows float32 rounding; the output must sum to 1
-    values, block_of = torch.unique(rewards.detach().double(), return_inverse=True)  # sorted ascending
-    block = torch.zeros(len(values), dtype=torch.float64).index_add_(0, block_of, p)  # (U,) mass per reward value
-    cdf = torch.cumsum(block, dim=0).clamp(max=1.0)  # F(v)
-    cdf_below = (cdf - block).clamp(min=0.0)  # F⁻(v)
-    # (eq-bon-exact)  π_n(v) = F(v)^n − F⁻(v)^n, per reward value
-    block_best = cdf**n - cdf_below**n  # (U,)
-    share = torch.where(block[block_of] > 0, p / block[block_of], torch.zeros_like(p))  # π_ref within the tie
-    return (block_best[block_of] * share).to(probs.dtype)
-
-
-def bon_win_rate(probs: Tensor, rewards: Tensor, n: int) -> float:
-    """P(the best of n beats a fresh sample from π_ref on reward), a reward tie counting ½.
-
-    At most n/(n + 1), with equality only when the reward has no atoms (continuous); n = 1
-    gives exactly ½.
-
-    Args:
-        probs: π_ref over the K outputs.
-        rewards: the reward of each output.
-        n: the number of samples, an integer ≥ 1.
-
-    Shape:
-        probs: (K,), introduced in chapter 06.
-        rewards: (K,), introduced in chapter 06.
-
-    Returns:
-        The win rate, a float in [0, 1].
-
-    Raises:
-        ValueError: as :func:`exact_best_of_n`.
-
-    Introduced in chapter 06 (best-of-n).
-    """
-    pi_n = exact_best_of_n(probs, rewards, n).double()
-    p, r = probs.detach().double(), rewards.detach().double()
-    below = (r.unsqueeze(0) < r.unsqueeze(1)).double()  # (K, K): [y, y'] = r(y') < r(y)
-    tied = (r.unsqueeze(0) == r.unsqueeze(1)).double()
-    # P(win) = Σ_y π_n(y) [P_ref(r < r(y)) + ½ P_ref(r = r(y))]
-    return (pi_n * ((below + 0.5 * tied) @ p)).sum().item()
 
 
 # -- sampling best-of-n from a policy ----------------------------------------------------------
@@ -189,7 +80,8 @@ def best_of_n(
 
     Introduced in chapter 06 (best-of-n).
     """
-    _check_n(n)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an integer >= 1; got {n!r}")
     prompts = list(prompts)
     if not prompts:
         raise ValueError("prompts must contain at least one prompt")
@@ -257,95 +149,7 @@ def select_samples(rewards: Tensor, keep: int, selection: str = "per_prompt") ->
     return mask
 
 
-def rejection_sampling_dataset(
-    policy: torch.nn.Module,
-    world: TokenWorld,
-    prompts: Sequence[str],
-    n: int,
-    reward_fn: RewardFn,
-    *,
-    keep: int = 1,
-    selection: str = "per_prompt",
-    generator: torch.Generator | None = None,
-) -> datasets.Dataset:
-    """Sample n completions per prompt, keep the best by :func:`select_samples`.
-
-    Returns:
-        A ``datasets.Dataset`` with columns ``prompt``, ``completion``, ``reward``: keep·B rows,
-        in prompt order, the supervised data of one round of rejection sampling.
-
-    Introduced in chapter 06 (rejection sampling).
-    """
-    drawn = best_of_n(policy, world, prompts, n, reward_fn, generator=generator)
-    mask = select_samples(drawn.sample_rewards, keep, selection)
-    rows = mask.nonzero().tolist()  # (keep·B, 2) as [prompt row, sample]
-    return datasets.Dataset.from_dict({
-        "prompt": [drawn.prompts[b] for b, _ in rows],
-        "completion": [drawn.samples[b][i] for b, i in rows],
-        "reward": [float(drawn.sample_rewards[b, i]) for b, i in rows],
-    })
-
-
-# -- completions as tensors: shared by supervised fine-tuning and DPO ----------------------------
-def encode_texts(world: TokenWorld, prompts: Sequence[str], completions: Sequence[str], device=None) -> Rollout:
-    """(prompt, completion) texts encoded as a ``Rollout``, so the sampler's log-prob code applies.
-
-    Prompts are left-padded and completions right-padded, as ``rollout.sample`` lays them out;
-    ``logp`` is left at 0 (nothing was sampled).
-
-    Raises:
-        ValueError: the lists differ in length, or a completion is empty.
-
-    Introduced in chapter 06; DPO (chapter 07) encodes its chosen and rejected texts with it.
-    """
-    prompts, completions = list(prompts), list(completions)
-    if len(prompts) != len(completions):
-        raise ValueError(
-            f"prompts and completions must have the same length, got {len(prompts)} and {len(completions)}"
-        )
-    if not prompts:
-        raise ValueError("completions must hold at least one completion")
-    empty = [i for i, y in enumerate(completions) if not y.split()]
-    if empty:
-        raise ValueError(f"completions must not be empty (a completion has at least EOS); empty at rows {empty[:5]}")
-    p_rows = [torch.tensor(world.encode(x)) for x in prompts]
-    c_rows = [torch.tensor(world.encode(y)) for y in completions]
-    pad = world.pad_id
-    prompt_ids = torch.nn.utils.rnn.pad_sequence(p_rows, batch_first=True, padding_value=pad, padding_side="left")
-    completion_ids = torch.nn.utils.rnn.pad_sequence(c_rows, batch_first=True, padding_value=pad)
-    prompt_mask = torch.nn.utils.rnn.pad_sequence(
-        [torch.ones(len(r), dtype=torch.long) for r in p_rows], batch_first=True, padding_side="left")
-    completion_mask = torch.nn.utils.rnn.pad_sequence(
-        [torch.ones(len(r), dtype=torch.long) for r in c_rows], batch_first=True)
-    return Rollout(
-        prompts=prompts, completions=completions,
-        prompt_ids=prompt_ids.to(device), prompt_mask=prompt_mask.to(device),
-        completion_ids=completion_ids.to(device), completion_mask=completion_mask.to(device),
-        logp=torch.zeros(completion_ids.shape, device=device), eos_id=world.eos_id,
-    )
-
-
-def take(batch: Rollout, rows: Tensor) -> Rollout:
-    """The rows ``rows`` (indices) of an encoded batch. Shape: rows (b,) → a b-row Rollout."""
-    index = rows.tolist()
-    return Rollout(
-        prompts=[batch.prompts[i] for i in index], completions=[batch.completions[i] for i in index],
-        prompt_ids=batch.prompt_ids[rows], prompt_mask=batch.prompt_mask[rows],
-        completion_ids=batch.completion_ids[rows], completion_mask=batch.completion_mask[rows],
-        logp=batch.logp[rows], eos_id=batch.eos_id,
-    )
-
-
-def sequence_logps(policy: torch.nn.Module, world: TokenWorld, batch: Rollout, average: bool = False) -> Tensor:
-    """log π(y | x) of each encoded completion: the sum of its token log-probs, or their mean.
-
-    Masked like the sampler and ``exact.completion_logprobs`` (so on an enumerable world the
-    sum equals the exact log-prob). Keeps the autograd graph.
-
-    Shape: → (B,). Introduced in chapter 06.
-    """
-    token_logp = completion_logprobs(policy, batch, world)  # (B, T), 0 on padding
-    return sequence_logprobs(token_logp, batch.completion_mask, average=average)
+take = Rollout.select  # the old name of Rollout.select
 
 
 def sft_loss(token_logp: Tensor, mask: Tensor) -> tuple[Tensor, dict[str, float]]:
@@ -371,7 +175,7 @@ def sft_loss(token_logp: Tensor, mask: Tensor) -> tuple[Tensor, dict[str, float]
 # -- rejection-sampling fine-tuning ---------------------------------------------------------------
 @dataclass
 class RejectionSamplingConfig:
-    """Hyperparameters of :func:`train_rejection_sampling`; validated on construction (chapter 06).
+    """Hyperparameters of :func:`train`; validated on construction (chapter 06).
 
     Attributes:
         rounds: sample → select → fine-tune rounds, ≥ 1; typical 1 … 5 (Llama 2: 4).
@@ -400,7 +204,7 @@ class RejectionSamplingConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        checks = {
+        check_fields(self, {
             "rounds": (self.rounds >= 1, ">= 1"),
             "prompts_per_round": (self.prompts_per_round >= 1, ">= 1"),
             "n": (self.n >= 1, ">= 1"),
@@ -410,13 +214,10 @@ class RejectionSamplingConfig:
             "lr": (self.lr > 0, "> 0"),
             "batch_size": (self.batch_size >= 1, ">= 1"),
             "max_grad_norm": (self.max_grad_norm > 0, "> 0"),
-        }
-        for name, (ok, allowed) in checks.items():
-            if not ok:  # a NaN fails every comparison, so it is rejected too
-                raise ValueError(f"RejectionSamplingConfig.{name} must be {allowed}; got {getattr(self, name)!r}")
+        })
 
 
-def train_rejection_sampling(
+def train(
     policy: torch.nn.Module,
     world: TokenWorld,
     config: RejectionSamplingConfig,
@@ -455,26 +256,19 @@ def train_rejection_sampling(
         evaluator = default_evaluator(world, ref_policy, proxy_fn=reward_fn)
     score = reward_fn or world.gold_rewards
     model = trainable_copy(policy)
-    device = next(model.parameters()).device
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    params = list(model.parameters())
+    device = params[0].device
+    opt = make_optimizer(params, config.lr, fused=False)
     gen = torch.Generator(device=device).manual_seed(config.seed)
     cpu_gen = torch.Generator().manual_seed(config.seed)
-    history = History()
-    history.policy = model
-
-    def log(step: int, metrics: dict[str, float]) -> None:
-        history.log(step, metrics)
-        if callback is not None:
-            callback(step, metrics, history)
-
-    log(0, evaluator(model))
+    # one bar step per round; the log's steps count gradient steps
+    run = RunLog(evaluator, 1, config.rounds, callback, "rejection sampling", config.progress)
+    run.history.policy = model
+    run.evaluate(0, model)
     step = 0
-    bar = progress(config.rounds, "rejection sampling", config.progress)
     for _ in range(config.rounds):
         # 1) sample and 2) select, with the policy as it is now
-        rows = (torch.arange(config.prompts_per_round) % len(world.prompts))[
-            torch.randperm(config.prompts_per_round, generator=cpu_gen)]
-        prompts = [world.prompts[i] for i in rows.tolist()]
+        prompts = prompt_batch(world, config.prompts_per_round, cpu_gen)
         drawn = best_of_n(model, world, prompts, config.n, score, generator=gen)
         mask = select_samples(drawn.sample_rewards, config.keep, config.selection)
         kept = mask.nonzero().tolist()
@@ -483,21 +277,17 @@ def train_rejection_sampling(
         for _ in range(config.epochs):
             order = torch.randperm(len(kept), generator=cpu_gen)
             for start in range(0, len(kept), config.batch_size):
-                mini = take(batch, order[start: start + config.batch_size])
+                mini = batch.select(order[start: start + config.batch_size])
                 loss, _ = sft_loss(completion_logprobs(model, mini, world), mini.completion_mask)
-                check_finite(step, loss.detach(), history)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                opt.step()
+                grad_norm = optimizer_step(opt, loss, params, config.max_grad_norm, step, run.history)
                 step += 1
-                log(step, {"loss/sft": loss.item(), "stats/grad_norm": float(grad_norm)})
-        # 4) log the round
-        metrics = {"reward/mean": drawn.sample_rewards.mean().item(),
-                   "reward/kept": drawn.sample_rewards[mask].mean().item()}
-        metrics.update(evaluator(model))
-        log(step, metrics)
-        bar.update()
-    bar.close()
+                run.log(step, {"loss/sft": loss.item(), "stats/grad_norm": grad_norm})
+        # 4) log the round, with the evaluator's metrics of the policy it ends with
+        run.log(step, {"reward/mean": drawn.sample_rewards.mean().item(),
+                       "reward/kept": drawn.sample_rewards[mask].mean().item(), **evaluator(model)})
+        run.tick()
     model.eval()
-    return history
+    return run.close()
+
+
+train_rejection_sampling = train  # the name chapter 06 uses

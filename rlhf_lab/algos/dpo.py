@@ -2,209 +2,44 @@
 
 DPO's implicit reward of a response is β·log(π_θ(y)/π_ref(y)); the loss is a Bradley–Terry
 loss on the difference of the implicit rewards of the chosen and the rejected response.
-SimPO drops the reference model and uses the length-averaged log-probability instead.
+SimPO drops the reference model and uses the length-averaged log-probability instead. The
+losses, :func:`dpo_loss` (with its IPO, hinge and robust variants) and :func:`simpo_loss`, are
+pure functions beside the reward model's Bradley–Terry loss in ``pairwise.py``; they are
+importable from here. ``DPOConfig.loss`` names one of them: one of ``dpo_loss``'s ``kind``s,
+or ``"simpo"``.
 
-Training (``train_dpo``) reads like supervised learning: the reference log-probs of every pair
-are computed once, then minibatches of pairs → policy log-probs → loss → step. There is no
-sampling. ``train_dpo_bandit`` runs the same loss on a tabular softmax policy over a bandit's
-arms, where its optimum π*_β can be checked exactly. Introduced in chapter 07.
+Training (``train``, also importable as ``train_dpo``) reads like supervised learning: the
+reference log-probs of every pair are computed once, then minibatches of pairs → policy
+log-probs → loss → step. There is no sampling. ``train_dpo_bandit`` runs the same loss on a
+tabular softmax policy over a bandit's arms, where its optimum π*_β can be checked exactly.
+Introduced in chapter 07.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from rlhf_lab.scale import get_seed
-from rlhf_lab.algos.best_of_n import encode_texts, sequence_logps, take
-from rlhf_lab.algos.loop import (Callback, ExactEvaluator, SampledEvaluator, check_finite, default_evaluator, progress,
-                                 trainable_copy)
-from rlhf_lab.exact import kl, kl_regularized_optimum
+from rlhf_lab.algos.loop import (Callback, ExactEvaluator, RewardFn, RunLog, SampledEvaluator, check_fields,
+                                 default_evaluator, make_optimizer, optimizer_step, trainable_copy)
+from rlhf_lab.categorical import kl, kl_regularized_optimum
+from rlhf_lab.data import check_preferences
 from rlhf_lab.history import History
+from rlhf_lab.pairwise import KINDS, dpo_loss, simpo_loss  # noqa: F401  (re-exported)
+from rlhf_lab.rollout import encode_texts, sequence_logps
+from rlhf_lab.scale import get_seed
 from rlhf_lab.worlds.base import TokenWorld
 
-KINDS = ("sigmoid", "ipo", "hinge", "robust")
 LOSSES = (*KINDS, "simpo")
-
-
-def _check_pair(**tensors: Tensor) -> None:
-    shapes = {name: tuple(t.shape) for name, t in tensors.items()}
-    if any(len(s) != 1 for s in shapes.values()) or len(set(shapes.values())) != 1:
-        raise ValueError(f"{', '.join(shapes)} must all have the same shape (B,); got {shapes}")
-
-
-def _check_beta(beta: float) -> None:
-    if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta > 0):
-        raise ValueError(f"beta must be a finite number > 0; got {beta!r}")
-
-
-def _preference_stats(
-    chosen_rewards: Tensor, rejected_rewards: Tensor, logp_chosen: Tensor, logp_rejected: Tensor
-) -> dict[str, float]:
-    """Batch means of the implicit rewards, as TRL's DPOTrainer logs them."""
-    return {
-        "rewards/chosen": chosen_rewards.mean().item(),
-        "rewards/rejected": rejected_rewards.mean().item(),
-        "rewards/margins": (chosen_rewards - rejected_rewards).mean().item(),
-        "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean().item(),
-        "logps/chosen": logp_chosen.detach().mean().item(),
-        "logps/rejected": logp_rejected.detach().mean().item(),
-    }
-
-
-def dpo_loss(
-    logp_chosen: Tensor,
-    logp_rejected: Tensor,
-    ref_logp_chosen: Tensor,
-    ref_logp_rejected: Tensor,
-    beta: float,
-    kind: str = "sigmoid",
-    label_smoothing: float = 0.0,
-) -> tuple[Tensor, dict[str, float]]:
-    """DPO loss and its IPO, hinge (SLiC) and robust variants, following TRL 1.16's DPOTrainer.
-
-    With Δ = log π_θ(y_w)/π_ref(y_w) − log π_θ(y_l)/π_ref(y_l) and ε = ``label_smoothing``:
-
-    * ``sigmoid`` — −(1 − ε) log σ(βΔ) − ε log σ(−βΔ): DPO, and conservative DPO (cDPO) when
-      ε > 0. TRL 1.16's DPOTrainer ignores ε for this loss; TRL < 1.0's DPOTrainer and TRL's
-      CPOTrainer apply it exactly as here. At ε = 0 the two agree.
-    * ``ipo`` — (Δ − 1/(2β))², β being IPO's τ. TRL divides each summed log-ratio by the number
-      of completion tokens first; here the caller passes length-averaged log-probs instead, which
-      gives the same Δ.
-    * ``hinge`` — max(0, 1 − βΔ), SLiC's hinge with β the inverse margin.
-    * ``robust`` — ((1 − ε)·(−log σ(βΔ)) − ε·(−log σ(−βΔ))) / (1 − 2ε): rDPO, an unbiased
-      loss under labels flipped with probability ε.
-
-    TRL ignores ε for hinge and IPO; here a non-zero ε with those kinds raises instead.
-
-    Args:
-        logp_chosen: log π_θ(y_w | x), summed over tokens (length-averaged for IPO).
-        logp_rejected: log π_θ(y_l | x), same convention.
-        ref_logp_chosen: log π_ref(y_w | x), same convention (detached).
-        ref_logp_rejected: log π_ref(y_l | x), same convention (detached).
-        beta: β > 0; typical 0.1 (DPO), 0.01–1 (IPO's τ).
-        kind: one of ``"sigmoid"``, ``"ipo"``, ``"hinge"``, ``"robust"``.
-        label_smoothing: ε in [0, 0.5), the assumed label-flip probability (sigmoid, robust).
-
-    Shape:
-        logp_chosen: (B,), introduced in chapter 07.
-        logp_rejected: (B,), introduced in chapter 07.
-        ref_logp_chosen: (B,), introduced in chapter 07.
-        ref_logp_rejected: (B,), introduced in chapter 07.
-
-    Returns:
-        ``(loss, stats)``, the loss a batch mean. stats (batch means, as TRL logs them):
-        ``rewards/chosen`` = β(log π_θ(y_w) − log π_ref(y_w)), ``rewards/rejected``,
-        ``rewards/margins``, ``rewards/accuracies`` (fraction with chosen reward strictly
-        larger), ``logps/chosen``, ``logps/rejected``. For IPO they are computed on the
-        length-averaged log-probs passed in (TRL logs them on summed log-probs).
-
-    Raises:
-        ValueError: on beta ≤ 0, an unknown kind, ε outside [0, 0.5), ε > 0 with hinge or IPO,
-            or shapes that are not all the same (B,).
-
-    Introduced in chapter 07 (DPO and SimPO).
-    """
-    _check_pair(
-        logp_chosen=logp_chosen,
-        logp_rejected=logp_rejected,
-        ref_logp_chosen=ref_logp_chosen,
-        ref_logp_rejected=ref_logp_rejected,
-    )
-    _check_beta(beta)
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}; got {kind!r}")
-    if not 0.0 <= label_smoothing < 0.5:
-        raise ValueError(f"label_smoothing must be in [0, 0.5); got {label_smoothing}")
-    if label_smoothing > 0 and kind in ("ipo", "hinge"):
-        raise ValueError(
-            f"label_smoothing must be 0 for kind={kind!r}; only sigmoid and robust use it"
-        )
-    ref_logp_chosen, ref_logp_rejected = ref_logp_chosen.detach(), ref_logp_rejected.detach()
-    eps = label_smoothing
-
-    chosen_logratio = logp_chosen - ref_logp_chosen
-    rejected_logratio = logp_rejected - ref_logp_rejected
-    # (eq-dpo-delta)  Δ = log π_θ(y_w)/π_ref(y_w) − log π_θ(y_l)/π_ref(y_l)
-    delta = chosen_logratio - rejected_logratio
-    if kind == "sigmoid":
-        # (eq-dpo)  L = −(1 − ε) log σ(βΔ) − ε log σ(−βΔ)
-        losses = -(1 - eps) * F.logsigmoid(beta * delta) - eps * F.logsigmoid(-beta * delta)
-    elif kind == "robust":
-        # (eq-rdpo)  L = [(1 − ε)(−log σ(βΔ)) − ε(−log σ(−βΔ))] / (1 − 2ε)
-        clean = -(1 - eps) * F.logsigmoid(beta * delta)
-        flipped = -eps * F.logsigmoid(-beta * delta)
-        losses = (clean - flipped) / (1 - 2 * eps)
-    elif kind == "ipo":
-        # (eq-ipo)  L = (Δ − 1/(2β))²
-        losses = (delta - 1 / (2 * beta)) ** 2
-    else:
-        # (eq-slic-hinge)  L = max(0, 1 − βΔ)
-        losses = torch.relu(1 - beta * delta)
-
-    chosen_rewards = beta * chosen_logratio.detach()
-    rejected_rewards = beta * rejected_logratio.detach()
-    stats = _preference_stats(chosen_rewards, rejected_rewards, logp_chosen, logp_rejected)
-    return losses.mean(), stats
-
-
-def simpo_loss(
-    avg_logp_chosen: Tensor,
-    avg_logp_rejected: Tensor,
-    beta: float,
-    gamma: float,
-) -> tuple[Tensor, dict[str, float]]:
-    """SimPO: −log σ(β(c − r) − γ) on length-averaged log-probs, with no reference model.
-
-    γ is an absolute margin on the scaled reward difference. It is TRL's CPOTrainer
-    ``simpo_gamma`` unchanged: TRL computes logits = (c − r) − simpo_gamma/β and the loss
-    −log σ(β·logits) = −log σ(β(c − r) − simpo_gamma). The SimPO reference code instead takes
-    ``gamma_beta_ratio`` = γ/β, so γ = β·gamma_beta_ratio. TRL's CPOTrainer also adds
-    ``cpo_alpha``·NLL(y_w), a behaviour-cloning term that is 1.0 by default; pure SimPO, as here,
-    is TRL with ``loss_type="simpo", cpo_alpha=0``.
-
-    Args:
-        avg_logp_chosen: c = (1/|y_w|) log π_θ(y_w | x), the per-token mean log-prob.
-        avg_logp_rejected: r = (1/|y_l|) log π_θ(y_l | x).
-        beta: β > 0; SimPO recommends 2.0–2.5.
-        gamma: γ ≥ 0, the target margin; SimPO recommends 0.5–1.5.
-
-    Shape:
-        avg_logp_chosen: (B,), introduced in chapter 07.
-        avg_logp_rejected: (B,), introduced in chapter 07.
-
-    Returns:
-        ``(loss, stats)``, the loss a batch mean; stats as :func:`dpo_loss`, with implicit
-        rewards β·c and β·r (as TRL's CPOTrainer logs them).
-
-    Raises:
-        ValueError: on beta ≤ 0, gamma < 0, or shapes that are not the same (B,).
-
-    Introduced in chapter 07 (DPO and SimPO).
-    """
-    _check_pair(avg_logp_chosen=avg_logp_chosen, avg_logp_rejected=avg_logp_rejected)
-    _check_beta(beta)
-    if not (isinstance(gamma, (int, float)) and math.isfinite(gamma) and gamma >= 0):
-        raise ValueError(f"gamma must be a finite number >= 0; got {gamma!r}")
-
-    # (eq-simpo)  L = −log σ(β c − β r − γ)
-    losses = -F.logsigmoid(beta * (avg_logp_chosen - avg_logp_rejected) - gamma)
-
-    chosen_rewards = beta * avg_logp_chosen.detach()
-    rejected_rewards = beta * avg_logp_rejected.detach()
-    stats = _preference_stats(chosen_rewards, rejected_rewards, avg_logp_chosen, avg_logp_rejected)
-    return losses.mean(), stats
 
 
 # -- training ------------------------------------------------------------------------------------
 @dataclass
 class DPOConfig:
-    """Hyperparameters of :func:`train_dpo` and :func:`train_dpo_bandit`; validated on construction.
+    """Hyperparameters of :func:`train` and :func:`train_dpo_bandit`; validated on construction.
 
     Attributes:
         beta: β > 0. DPO: the KL coefficient of the objective it solves, typical 0.05 … 0.5
@@ -241,7 +76,7 @@ class DPOConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        checks = {
+        check_fields(self, {
             "beta": (math.isfinite(self.beta) and self.beta > 0, "a finite number > 0"),
             "loss": (self.loss in LOSSES, f"one of {LOSSES}"),
             "label_smoothing": (
@@ -254,10 +89,7 @@ class DPOConfig:
             "batch_size": (self.batch_size >= 1, ">= 1"),
             "max_grad_norm": (self.max_grad_norm > 0, "> 0"),
             "eval_every": (self.eval_every >= 1, ">= 1"),
-        }
-        for name, (ok, allowed) in checks.items():
-            if not ok:  # a NaN fails every comparison, so it is rejected too
-                raise ValueError(f"DPOConfig.{name} must be {allowed}; got {getattr(self, name)!r}")
+        })
         if self.length_normalise is None:
             self.length_normalise = self.loss in ("ipo", "simpo")
 
@@ -270,15 +102,7 @@ class DPOConfig:
                         kind=self.loss, label_smoothing=self.label_smoothing)
 
 
-def _check_preferences(dataset) -> None:
-    missing = [c for c in ("prompt", "chosen", "rejected") if c not in dataset.column_names]
-    if missing:
-        raise ValueError(f"dataset needs columns prompt, chosen, rejected; missing {missing}")
-    if len(dataset) == 0:
-        raise ValueError("dataset is empty: DPO needs at least one preference pair")
-
-
-def train_dpo(
+def train(
     policy: torch.nn.Module,
     world: TokenWorld,
     dataset,
@@ -287,7 +111,7 @@ def train_dpo(
     *,
     ref_policy: torch.nn.Module | None = None,
     evaluator: ExactEvaluator | SampledEvaluator | None = None,
-    reward_fn: Callable[[list[str], list[str]], Tensor] | None = None,
+    reward_fn: RewardFn | None = None,
 ) -> History:
     """Train a copy of ``policy`` on preference pairs with DPO, a variant, or SimPO (chapter 07).
 
@@ -318,7 +142,7 @@ def train_dpo(
         ValueError: the dataset lacks a column, is empty, or has an empty completion.
         FloatingPointError: the loss became NaN or infinite (names the step).
     """
-    _check_preferences(dataset)
+    check_preferences(dataset)
     ref_policy = policy if ref_policy is None else ref_policy
     if evaluator is None:
         evaluator = default_evaluator(world, ref_policy, proxy_fn=reward_fn)
@@ -331,44 +155,36 @@ def train_dpo(
     with torch.no_grad():
         ref_chosen = sequence_logps(ref_policy, world, chosen, average)  # (N,)
         ref_rejected = sequence_logps(ref_policy, world, rejected, average)  # (N,)
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    params = list(model.parameters())
+    opt = make_optimizer(params, config.lr, fused=False)
     gen = torch.Generator().manual_seed(config.seed)
-    history = History()
-    history.policy = model
-
-    def log(step: int, metrics: dict[str, float]) -> None:
-        history.log(step, metrics)
-        if callback is not None:
-            callback(step, metrics, history)
-
     n = len(dataset)
     total = config.epochs * -(-n // config.batch_size)
-    log(0, evaluator(model))
+    run = RunLog(evaluator, config.eval_every, total, callback, "SIMPO" if config.loss == "simpo" else "DPO",
+                 config.progress)
+    run.history.policy = model
+    run.evaluate(0, model)
     step = 0
-    bar = progress(total, config.loss.upper() if config.loss == "simpo" else "DPO", config.progress)
     for _ in range(config.epochs):
         order = torch.randperm(n, generator=gen)
         for start in range(0, n, config.batch_size):
             rows = order[start: start + config.batch_size]
             # 2) the policy's log-probs of both completions
-            logp_chosen = sequence_logps(model, world, take(chosen, rows), average)  # (B,)
-            logp_rejected = sequence_logps(model, world, take(rejected, rows), average)  # (B,)
+            logp_chosen = sequence_logps(model, world, chosen.select(rows), average)  # (B,)
+            logp_rejected = sequence_logps(model, world, rejected.select(rows), average)  # (B,)
             # 3) loss and step
             loss, stats = config.loss_fn(logp_chosen, logp_rejected, ref_chosen[rows], ref_rejected[rows])
-            check_finite(step, loss.detach(), history)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            opt.step()
+            grad_norm = optimizer_step(opt, loss, params, config.max_grad_norm, step, run.history)
             step += 1
             # 4) log
-            log(step, {"loss/policy": loss.item(), **stats, "stats/grad_norm": float(grad_norm)})
-            if (step % config.eval_every == 0 or step == total):
-                log(step, evaluator(model))
-            bar.update()
-    bar.close()
+            run.log(step, {"loss/policy": loss.item(), **stats, "stats/grad_norm": grad_norm})
+            run.evaluate(step, model)
+            run.tick()
     model.eval()
-    return history
+    return run.close()
+
+
+train_dpo = train  # the name chapter 07 uses
 
 
 def train_dpo_bandit(
@@ -382,7 +198,7 @@ def train_dpo_bandit(
 ) -> History:
     """DPO on a bandit: a tabular softmax policy π = softmax(θ) over K arms, θ starting at log π_ref.
 
-    The same loop as :func:`train_dpo` with each "completion" an arm (length 1, so SimPO's
+    The same loop as :func:`train` with each "completion" an arm (length 1, so SimPO's
     length normalisation does nothing here). Minimising the DPO loss over comparisons
     (winner, loser) is maximum-likelihood Bradley–Terry on the implicit reward
     β log π(y)/π_ref(y), so the trained policy is π*_β for the Bradley–Terry fit of the rewards
@@ -393,7 +209,8 @@ def train_dpo_bandit(
         winners: the preferred arm of each comparison.
         losers: the other arm.
         config: a :class:`DPOConfig`; ``batch_size`` ≥ the number of comparisons gives
-            full-batch steps.
+            full-batch steps. There is no gradient clip (``max_grad_norm`` is not used) and
+            no progress bar.
         callback: called as ``callback(step, metrics, history)`` after every log.
         rewards: true arm rewards r; with them the log also has ``kl/to_optimum`` =
             KL(π ‖ π*_β) for π*_β of r, and ``reward/gold`` = E_π[r].
@@ -412,10 +229,10 @@ def train_dpo_bandit(
                          f"{tuple(winners.shape)} and {tuple(losers.shape)}")
     optimum = None if rewards is None else kl_regularized_optimum(logp_ref, torch.as_tensor(rewards).double(), config.beta)
     theta = logp_ref.clone().requires_grad_(True)  # (K,) logits; softmax(θ) = π_ref at the start
-    opt = torch.optim.Adam([theta], lr=config.lr)
+    opt = make_optimizer([theta], config.lr, fused=False)
     gen = torch.Generator().manual_seed(config.seed)
-    history = History()
     n = winners.numel()
+    run = RunLog(None, config.eval_every, config.epochs * -(-n // config.batch_size), callback)
     step = 0
     for _ in range(config.epochs):
         order = torch.randperm(n, generator=gen)
@@ -424,10 +241,7 @@ def train_dpo_bandit(
             logp = torch.log_softmax(theta, dim=-1)  # (K,)
             w, l = winners[rows], losers[rows]
             loss, stats = config.loss_fn(logp[w], logp[l], logp_ref[w], logp_ref[l])
-            check_finite(step, loss.detach(), history)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            optimizer_step(opt, loss, [theta], None, step, run.history)
             step += 1
             with torch.no_grad():
                 logp = torch.log_softmax(theta, dim=-1)
@@ -435,8 +249,6 @@ def train_dpo_bandit(
                 if optimum is not None:
                     metrics["kl/to_optimum"] = float(kl(logp, optimum))
                     metrics["reward/gold"] = float((logp.exp() * torch.as_tensor(rewards).double()).sum())
-            history.log(step, metrics)
-            if callback is not None:
-                callback(step, metrics, history)
-    history.logp = torch.log_softmax(theta.detach(), dim=-1)
-    return history
+            run.log(step, metrics)
+    run.history.logp = torch.log_softmax(theta.detach(), dim=-1)
+    return run.close()

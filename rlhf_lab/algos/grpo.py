@@ -3,282 +3,45 @@
 G responses are sampled for each prompt; each response's advantage is its reward relative to
 the others in its group, broadcast to all of its tokens. No value head. The variants differ in
 two places only: how the advantage is scaled (group std, batch std, none; RLOO's leave-one-out
-baseline) and how the per-token losses are averaged (``loss_type``).
+baseline) and how the per-token losses are averaged (``loss_type``). Both are pure functions in
+``group.py`` — ``group_advantages``, ``rloo_advantages``, ``kl_reward_advantages`` and
+``grpo_loss`` — importable from here; this module holds the Config and the training loop.
 
-``train_grpo`` reads in the chapter's order: sample G completions per prompt → score them →
-group-relative advantages → a few clipped gradient steps → log. Introduced in chapter 08.
+``train`` (also importable as ``train_grpo``) reads in the chapter's order: sample G
+completions per prompt → score them → group-relative advantages → a few clipped gradient steps
+→ log. Introduced in chapter 08.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from torch import Tensor
 
-from rlhf_lab.scale import get_seed
-from rlhf_lab.algos.loop import (Callback, ExactEvaluator, SampledEvaluator, check_finite, default_evaluator, progress,
-                                 trainable_copy)
+from rlhf_lab.algos.loop import (Callback, ExactEvaluator, RewardFn, RunLog, SampledEvaluator, check_fields,
+                                 default_evaluator, make_optimizer, optimizer_step, prompt_groups, trainable_copy)
+from rlhf_lab.categorical import PASS_K, pass_at_k  # noqa: F401  (re-exported)
 from rlhf_lab.core import entropy_from_logits, kl_penalty, masked_mean
-from rlhf_lab.exact import PASS_K, pass_at_k  # noqa: F401  (re-exported: grpo.pass_at_k)
+from rlhf_lab.group import (ADV_SCALES, LOSS_TYPES, group_advantages, grpo_loss,  # noqa: F401  (re-exported)
+                            kl_reward_advantages, rloo_advantages)
 from rlhf_lab.history import History
-from rlhf_lab.rollout import Rollout, completion_logits, completion_logprobs, sample
+from rlhf_lab.rollout import completion_logits, completion_logprobs, sample
+from rlhf_lab.scale import get_seed
 from rlhf_lab.worlds.base import TokenWorld
 
-SCALES = ("group", "batch", "none")
-LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
-
-
-def _check_groups(rewards: Tensor) -> None:
-    if rewards.dim() != 2 or rewards.shape[1] < 2:
-        raise ValueError(
-            f"rewards must have shape (N, G) with group size G >= 2; got {tuple(rewards.shape)}"
-        )
-
-
-def group_advantages(rewards: Tensor, scale: str = "group", eps: float = 1e-4) -> Tensor:
-    """Group-relative advantages (r − group mean) / (std + eps), as TRL's GRPOTrainer computes them.
-
-    The std is Bessel-corrected (divides by G − 1, like ``torch.std`` and TRL's ``nanstd``).
-    ``scale="batch"`` still subtracts each group's mean but divides by the std of all N·G rewards
-    (TRL's ``scale_rewards="batch"``); ``scale="none"`` only subtracts the group mean (Dr. GRPO).
-    A group whose rewards are all equal gets advantage 0: it gives no gradient.
-
-    Args:
-        rewards: reward of each of the G responses to each of the N prompts (float, or integer
-            0/1 from a verifier).
-        scale: ``"group"`` (GRPO), ``"batch"`` or ``"none"`` (Dr. GRPO).
-        eps: added to the std before dividing; TRL uses 1e-4.
-
-    Shape:
-        rewards: (N, G), introduced in chapter 08.
-
-    Returns:
-        Advantages of shape (N, G), detached from ``rewards``.
-
-    Raises:
-        ValueError: if rewards is not (N, G) with G ≥ 2, scale is unknown or eps < 0.
-
-    Introduced in chapter 08 (GRPO).
-    """
-    _check_groups(rewards)
-    if scale not in SCALES:
-        raise ValueError(f"scale must be one of {SCALES}; got {scale!r}")
-    if not eps >= 0:
-        raise ValueError(f"eps must be >= 0; got {eps}")
-    # integer 0/1 rewards (a verifier's) are accepted: mean and std need a floating dtype
-    rewards = rewards.detach() if rewards.is_floating_point() else rewards.detach().float()
-    centered = rewards - rewards.mean(dim=1, keepdim=True)
-    if scale == "none":
-        return centered
-    std = rewards.std(dim=1, keepdim=True) if scale == "group" else rewards.std()
-    # (eq-grpo-adv)  A_i = (r_i − mean(r)) / (std(r) + eps); a group of equal rewards has
-    # centered = 0, and gets 0 even with eps = 0 (where 0 / 0 would be NaN)
-    return torch.where(centered == 0, torch.zeros_like(centered), centered / (std + eps))
-
-
-def rloo_advantages(rewards: Tensor) -> Tensor:
-    """RLOO advantages: each reward minus the mean of the other G − 1 rewards of its group.
-
-    Equal to G/(G − 1)·(r_i − group mean); the baseline excludes the sample itself, so the
-    policy gradient stays unbiased (RLOO, Ahmadian et al. 2024; TRL's RLOOTrainer).
-
-    Args:
-        rewards: reward of each of the G responses to each of the N prompts (float, or integer
-            0/1 from a verifier).
-
-    Shape:
-        rewards: (N, G), introduced in chapter 08.
-
-    Returns:
-        Advantages of shape (N, G), detached from ``rewards``.
-
-    Raises:
-        ValueError: if rewards is not (N, G) with G ≥ 2.
-
-    Introduced in chapter 08 (GRPO).
-    """
-    _check_groups(rewards)
-    rewards = rewards.detach()
-    group_size = rewards.shape[1]
-    # (eq-rloo)  A_i = r_i − (1/(G − 1)) Σ_{j≠i} r_j
-    return rewards - (rewards.sum(dim=1, keepdim=True) - rewards) / (group_size - 1)
-
-
-def kl_reward_advantages(rewards: Tensor, seq_kl: Tensor, beta: float, scale: str = "group") -> Tensor:
-    """GRPO advantages with the KL penalty on the reward side (``kl_placement="reward"``).
-
-    A_i = (r_i − mean r) / (std r + eps) − β (k1_i − mean k1), per group: the raw rewards are
-    standardised first and the sequence KL penalty k1_i = log π(o_i) − log π_ref(o_i) is applied
-    after, centred on its group mean (a baseline: it changes no expectation). Subtracting β·k1
-    from the rewards *before* standardising would divide it by the group std; in a group of
-    equal rewards that std is only the spread of β·k1, so the advantages come out of size ~1
-    whatever β is (chapter 08 measures it). Here β → 0 gives A → 0 in such a group.
-
-    Args:
-        rewards: raw reward of each of the G responses to each of the N prompts.
-        seq_kl: k1 summed over each response's tokens, same shape.
-        beta: β ≥ 0.
-        scale: as in :func:`group_advantages`.
-
-    Shape:
-        rewards: (N, G); seq_kl: (N, G) → (N, G). Introduced in chapter 08.
-    """
-    if seq_kl.shape != rewards.shape:
-        raise ValueError(f"seq_kl must have the shape of rewards {tuple(rewards.shape)}; got {tuple(seq_kl.shape)}")
-    if not beta >= 0:
-        raise ValueError(f"beta must be >= 0; got {beta}")
-    adv = group_advantages(rewards, scale)
-    seq_kl = seq_kl.detach().to(adv.dtype)
-    # (eq-kl-reward-adv)  A_i = Â_i − β (k1_i − mean_group k1)
-    return adv - beta * (seq_kl - seq_kl.mean(dim=1, keepdim=True))
-
-
-def grpo_loss(
-    logp: Tensor,
-    logp_old: Tensor,
-    logp_ref: Tensor | None,
-    adv: Tensor,
-    mask: Tensor,
-    eps_low: float = 0.2,
-    eps_high: float | None = None,
-    beta: float = 0.0,
-    loss_type: str = "grpo",
-    max_tokens: int | None = None,
-) -> tuple[Tensor, dict[str, float]]:
-    """The GRPO family's loss: a clipped per-token surrogate plus β·k3, aggregated per loss_type.
-
-    Per token, with ρ = π_θ/π_old and the sequence's advantage A:
-    ℓ_t = −min(ρA, clip(ρ, 1 − ε_low, 1 + ε_high)A) + β·k3_t, where
-    k3_t = π_ref/π_θ − log(π_ref/π_θ) − 1 (the "KL in the loss"; its gradient is that of the
-    forward KL(π_ref‖π_θ), see chapter 08). Aggregation over the valid tokens:
-
-    * ``grpo`` — mean over each sequence's tokens, then mean over sequences (length bias: a
-      token of a short response weighs more);
-    * ``bnpo`` and ``dapo`` — one mean over all tokens of the batch;
-    * ``dr_grpo`` — sum over all tokens / (B · max_tokens), a constant normaliser.
-
-    This is TRL 1.16's ``GRPOTrainer._compute_loss`` (token-level importance sampling, no vLLM
-    correction, no entropy mask) for one batch and no gradient accumulation. There, bnpo
-    divides by the local micro-batch's token count and dapo by the token count of the whole
-    generation batch across accumulation steps and processes; for a single batch both are the
-    plain token mean used here. TRL further divides the loss by the number of gradient
-    accumulation steps (not done here); like TRL, an empty sequence's length counts as 1.
-
-    Args:
-        logp: log π_θ of each sampled token; carries the gradient.
-        logp_old: log π_old of the same tokens, from the sampling policy (detached).
-        logp_ref: log π_ref of the same tokens (detached); may be None when beta is 0.
-        adv: one advantage per sequence, e.g. from :func:`group_advantages`, flattened.
-        mask: 1 (or True) for completion tokens, 0 for padding.
-        eps_low: ε_low in (0, 1), the lower clip 1 − ε_low; typical 0.2.
-        eps_high: ε_high > 0, the upper clip 1 + ε_high; None means eps_low (DAPO: 0.28).
-        beta: β ≥ 0, the weight of the k3 term; DeepSeekMath 0.04, TRL's default 0.
-        loss_type: ``"grpo"``, ``"bnpo"``, ``"dr_grpo"`` or ``"dapo"``.
-        max_tokens: the normaliser of dr_grpo (TRL's ``max_completion_length``), required for
-            it and at least the longest sequence; not used by the other loss types.
-
-    Shape:
-        logp: (B, T), introduced in chapter 08.
-        logp_old: (B, T), introduced in chapter 04.
-        logp_ref: (B, T), introduced in chapter 04.
-        adv: (B,), introduced in chapter 08.
-        mask: (B, T), introduced in chapter 04.
-
-    Returns:
-        ``(loss, stats)``. stats, means over valid tokens as TRL logs them:
-        ``clip_ratio/low_mean`` (ρ < 1 − ε_low and A < 0), ``clip_ratio/high_mean``
-        (ρ > 1 + ε_high and A > 0), ``clip_ratio/region_mean`` (either); and ``kl``, the mean
-        k3, when beta > 0.
-
-    Raises:
-        ValueError: on mismatched shapes, eps_low outside (0, 1), eps_high ≤ 0, beta < 0,
-            a missing logp_ref with beta > 0, an unknown loss_type, or a bad max_tokens.
-
-    Introduced in chapter 08 (GRPO).
-    """
-    shapes = {"logp": logp.shape, "logp_old": logp_old.shape, "mask": mask.shape}
-    if logp_ref is not None:
-        shapes["logp_ref"] = logp_ref.shape
-    if logp.dim() != 2 or len(set(shapes.values())) != 1:
-        raise ValueError(f"logp, logp_old, logp_ref and mask must share a shape (B, T): {shapes}")
-    if adv.shape != logp.shape[:1]:
-        raise ValueError(
-            f"adv must have shape (B,) = {tuple(logp.shape[:1])}; got {tuple(adv.shape)}"
-        )
-    eps_high = eps_low if eps_high is None else eps_high
-    if not 0.0 < eps_low < 1.0:
-        raise ValueError(f"eps_low must be in (0, 1); got {eps_low}")
-    if not eps_high > 0.0:
-        raise ValueError(f"eps_high must be > 0; got {eps_high}")
-    if not beta >= 0.0:
-        raise ValueError(f"beta must be >= 0; got {beta}")
-    if beta > 0 and logp_ref is None:
-        raise ValueError("logp_ref is required when beta > 0")
-    if loss_type not in LOSS_TYPES:
-        raise ValueError(f"loss_type must be one of {LOSS_TYPES}; got {loss_type!r}")
-    valid = mask.bool()
-    longest = int(valid.sum(dim=1).max().item()) if valid.numel() else 0
-    if loss_type == "dr_grpo" and (max_tokens is None or max_tokens < max(longest, 1)):
-        raise ValueError(
-            f"max_tokens must be an int >= the longest sequence ({longest}) for dr_grpo; "
-            f"got {max_tokens}"
-        )
-    # padding may hold anything (inf, nan): zero it first, so that neither the loss nor its
-    # gradient sees it
-    logp = torch.where(valid, logp, 0.0)
-    logp_old = torch.where(valid, logp_old.detach(), 0.0)
-    if logp_ref is not None:
-        logp_ref = torch.where(valid, logp_ref.detach(), 0.0)
-    adv = adv.detach().to(logp.dtype).unsqueeze(1)  # (B, 1): one advantage for every token
-
-    # (eq-grpo-clip)  ℓ_t = −min(ρ_t A, clip(ρ_t, 1 − ε_low, 1 + ε_high) A)
-    ratio = torch.exp(logp - logp_old)
-    clipped_ratio = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high)
-    per_token = -torch.min(ratio * adv, clipped_ratio * adv)
-    if beta > 0:
-        # (eq-grpo-kl)  ℓ_t += β k3_t,  k3 = π_ref/π_θ − log(π_ref/π_θ) − 1
-        kl = kl_penalty(logp, logp_ref, kind="k3")
-        per_token = per_token + beta * kl
-
-    token_sum = torch.where(valid, per_token, 0.0).sum(dim=1)  # (B,)
-    if loss_type == "grpo":
-        # (eq-grpo-agg)  L = (1/B) Σ_i (1/|o_i|) Σ_t ℓ_{i,t}; an empty sequence counts as length 1
-        loss = (token_sum / valid.sum(dim=1).clamp(min=1)).mean()
-    elif loss_type == "dr_grpo":
-        # (eq-dr-grpo-agg)  L = Σ_{i,t} ℓ_{i,t} / (B · max_tokens)
-        loss = token_sum.sum() / (logp.shape[0] * max_tokens)
-    else:
-        # (eq-dapo-agg)  L = Σ_{i,t} ℓ_{i,t} / Σ_i |o_i|
-        loss = token_sum.sum() / valid.sum().clamp(min=1)
-
-    with torch.no_grad():
-        low = (ratio < 1.0 - eps_low) & (adv < 0)
-        high = (ratio > 1.0 + eps_high) & (adv > 0)
-        stats = {
-            "clip_ratio/low_mean": masked_mean(low.to(logp.dtype), valid).item(),
-            "clip_ratio/high_mean": masked_mean(high.to(logp.dtype), valid).item(),
-            "clip_ratio/region_mean": masked_mean((low | high).to(logp.dtype), valid).item(),
-        }
-        if beta > 0:
-            stats["kl"] = masked_mean(kl.detach(), valid).item()
-    return loss, stats
-
-
-# -- training -----------------------------------------------------------------------------------
+SCALES = ADV_SCALES  # the old name; not scale.SCALES, the compute presets
 KL_PLACEMENTS = ("loss", "reward")
 
 
 @dataclass
 class GRPOConfig:
-    """Hyperparameters of :func:`train_grpo`; validated on construction (chapter 08).
+    """Hyperparameters of :func:`train`; validated on construction (chapter 08).
 
     Attributes:
         group_size: G ≥ 2, completions sampled per prompt; typical 4 … 16 (DeepSeekMath 64).
         prompts_per_step: N ≥ 1, prompts per batch; the batch holds N·G completions.
         steps: rollout batches to train on, ≥ 1.
-        lr: η > 0, AdamW learning rate; 1e-4 … 1e-3 for the tiny policies (1e-6 for real LLMs).
+        lr: η > 0, Adam learning rate; 1e-4 … 1e-3 for the tiny policies (1e-6 for real LLMs).
         updates_per_batch: μ ≥ 1, gradient steps on each batch; with μ = 1 the ratio ρ is 1
             and the clip never acts; typical 1 … 4.
         eps_low: ε_low in (0, 1), the lower clip 1 − ε_low; typical 0.2.
@@ -319,7 +82,7 @@ class GRPOConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        checks = {
+        check_fields(self, {
             "group_size": (self.group_size >= 2, ">= 2"),
             "prompts_per_step": (self.prompts_per_step >= 1, ">= 1"),
             "steps": (self.steps >= 1, ">= 1"),
@@ -330,34 +93,20 @@ class GRPOConfig:
             "beta": (self.beta >= 0, ">= 0"),
             "kl_placement": (self.kl_placement in KL_PLACEMENTS, f"one of {KL_PLACEMENTS}"),
             "loss_type": (self.loss_type in LOSS_TYPES, f"one of {LOSS_TYPES}"),
-            "scale_rewards": (self.scale_rewards in SCALES, f"one of {SCALES}"),
+            "scale_rewards": (self.scale_rewards in ADV_SCALES, f"one of {ADV_SCALES}"),
             "temperature": (self.temperature > 0, "> 0"),
             "max_grad_norm": (self.max_grad_norm > 0, "> 0"),
             "eval_every": (self.eval_every >= 1, ">= 1"),
-        }
-        for name, (ok, allowed) in checks.items():
-            if not ok:  # a NaN fails every comparison, so it is rejected too
-                raise ValueError(f"GRPOConfig.{name} must be {allowed}; got {getattr(self, name)!r}")
+        })
 
 
-def _select(rollout: Rollout, keep: Tensor) -> Rollout:
-    """The rows ``keep`` (a bool mask (B,)) of a rollout."""
-    rows = keep.nonzero().squeeze(1).tolist()
-    return Rollout(
-        prompts=[rollout.prompts[i] for i in rows], completions=[rollout.completions[i] for i in rows],
-        prompt_ids=rollout.prompt_ids[keep], prompt_mask=rollout.prompt_mask[keep],
-        completion_ids=rollout.completion_ids[keep], completion_mask=rollout.completion_mask[keep],
-        logp=rollout.logp[keep], eos_id=rollout.eos_id,
-    )
-
-
-def train_grpo(
+def train(
     policy: torch.nn.Module,
     world: TokenWorld,
     config: GRPOConfig,
     callback: Callback | None = None,
     *,
-    reward_fn: Callable[[list[str], list[str]], Tensor] | None = None,
+    reward_fn: RewardFn | None = None,
     ref_policy: torch.nn.Module | None = None,
     evaluator: ExactEvaluator | SampledEvaluator | None = None,
 ) -> History:
@@ -396,27 +145,19 @@ def train_grpo(
     if evaluator is None:
         evaluator = default_evaluator(world, ref_policy, proxy_fn=reward_fn)
     policy = trainable_copy(policy)
-    opt = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=0.0)
-    device = next(policy.parameters()).device
+    params = list(policy.parameters())
+    opt = make_optimizer(params, config.lr, fused=False)
+    device = params[0].device
     gen = torch.Generator(device=device).manual_seed(config.seed)
     cpu_gen = torch.Generator().manual_seed(config.seed)
     n, g, tau = config.prompts_per_step, config.group_size, config.temperature
-    history = History()
-    history.policy = policy
-
-    def log(step: int, metrics: dict[str, float]) -> None:
-        history.log(step, metrics)
-        if callback is not None:
-            callback(step, metrics, history)
-
-    log(0, evaluator(policy))
-    bar = progress(config.steps, "GRPO", config.progress)
+    run = RunLog(evaluator, config.eval_every, config.steps, callback, "GRPO", config.progress)
+    run.history.policy = policy
+    run.evaluate(0, policy)
     score = reward_fn or world.gold_rewards
     for step in range(config.steps):
         # 1) N prompts, each repeated G times: rows i·G … i·G + G − 1 form group i
-        idx = torch.randint(len(world.prompts), (n,), generator=cpu_gen)
-        prompts = [world.prompts[i] for i in idx.repeat_interleave(g).tolist()]
-        rollout = sample(policy, world, prompts, temperature=tau, generator=gen)
+        rollout = sample(policy, world, prompt_groups(world, n, g, cpu_gen), temperature=tau, generator=gen)
         mask = rollout.completion_mask.bool()
         # 2) rewards; log π_old teacher-forced (the KV-cache sampler rounds slightly differently
         # from a full forward pass), so the first ratio is exactly 1; log π_ref of the same tokens
@@ -441,7 +182,7 @@ def train_grpo(
             "kl/sampled": seq_k1.mean().item(),
         }
         # 4) μ gradient steps on the same batch; the first one also measures the entropy
-        batch = _select(rollout, keep) if not bool(keep.all()) else rollout
+        batch = rollout.select(keep) if not bool(keep.all()) else rollout
         means = {"loss/policy": 0.0, "stats/grad_norm": 0.0, "stats/clip_ratio/low": 0.0,
                  "stats/clip_ratio/high": 0.0, "stats/clip_ratio/region": 0.0}
         updates = config.updates_per_batch if bool(keep.any()) else 0
@@ -454,7 +195,6 @@ def train_grpo(
                 beta=config.beta if config.kl_placement == "loss" else 0.0,
                 loss_type=config.loss_type, max_tokens=world.max_new_tokens,
             )
-            check_finite(step, loss.detach(), history)
             if update == 0:
                 with torch.no_grad():
                     token_entropy = entropy_from_logits(logits)  # (B, T)
@@ -462,23 +202,21 @@ def train_grpo(
                     metrics["stats/entropy"] = masked_mean(token_entropy, batch_mask).item()
                     # chain rule: Σ_t H(π(·|x, y_<t)) along a sample estimates the sequence entropy
                     metrics["entropy/sampled"] = torch.where(batch_mask, token_entropy, 0.0).sum(1).mean().item()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
-            opt.step()
-            step_values = {"loss/policy": loss.item(), "stats/grad_norm": float(grad_norm),
-                           **{f"stats/clip_ratio/{k}": stats[f"clip_ratio/{k}_mean"] for k in ("low", "high", "region")}}
+            grad_norm = optimizer_step(opt, loss, params, config.max_grad_norm, step, run.history)
+            step_values = {"loss/policy": loss.item(), "stats/grad_norm": grad_norm,
+                           **{f"stats/clip_ratio/{k}": stats[f"clip_ratio/{k}_mean"]
+                              for k in ("low", "high", "region")}}
             for key, value in step_values.items():
                 means[key] += value / updates
         if updates == 0:  # every group of the batch was dropped: nothing was trained on
             means = {k: v for k, v in means.items() if k.startswith("stats/clip_ratio")}
         metrics.update(means)
-        # 5) log the batch at this step; exact metrics at the step that counts updates so far
-        log(step, metrics)
-        if ((step + 1) % config.eval_every == 0 or step + 1 == config.steps):
-            log(step + 1, evaluator(policy))
-        bar.update()
-        bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", refresh=False)
-    bar.close()
+        # 5) log the batch at this step; the evaluator's metrics at the step that counts updates so far
+        run.log(step, metrics)
+        run.evaluate(step + 1, policy)
+        run.tick(reward=f"{metrics['reward/mean']:.3f}")
     policy.eval()
-    return history
+    return run.close()
+
+
+train_grpo = train  # the name chapters 08–10 use

@@ -1,148 +1,46 @@
-"""What every training loop shares: exact evaluation, a NaN guard, a progress bar, a policy copy.
+"""The trainer skeleton: what every ``train(...)`` shares, so each reads top to bottom as its
+chapter tells it — rollout → loss → step → log.
 
-Kept apart from the algorithms so each ``train(...)`` reads top to bottom as the chapter tells
-it: rollout → loss → step → log. Introduced in chapter 02.
+* ``check_fields`` — a Config's validation: a ``ValueError`` naming the field and its range;
+* ``trainable_copy`` — the copy of the policy that is trained, so the caller's π_ref stays put;
+* ``prompt_batch``, ``prompt_groups`` — the prompts of one step;
+* ``make_optimizer``, ``optimizer_step`` — Adam, and one update: NaN guard, backward, gradient
+  clip, step;
+* ``RunLog`` — the run's History, its callback, its evaluation schedule and its progress bar.
+
+The evaluators (``ExactEvaluator``, ``SampledEvaluator``, ``default_evaluator``) live in
+``evaluate.py`` and are importable from here. Introduced in chapter 02.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 
-from rlhf_lab.exact import Enumeration
+from rlhf_lab.algos.evaluate import ExactEvaluator, SampledEvaluator, default_evaluator  # noqa: F401  (re-exported)
 from rlhf_lab.history import History
-from rlhf_lab.scale import get_seed
 from rlhf_lab.worlds.base import TokenWorld
 
 Callback = Callable[[int, dict, History], None]
+RewardFn = Callable[[list[str], list[str]], Tensor]  # reward_fn(prompts, completions) -> (B,)
 
 
-class ExactEvaluator:
-    """Exact ``reward/gold``, ``reward/proxy``, ``kl/exact``, ``entropy/exact`` of a policy, and
-    exact ``pass@k`` on a verifiable (0/1-reward) world.
-
-    Enumerates the world once and caches π_ref's log-probs and the proxy's scores of every
-    completion, so evaluating a policy is one batched forward pass (well under a second at ci).
+# -- set-up ------------------------------------------------------------------------------------
+def check_fields(config: object, checks: dict[str, tuple[bool, str]]) -> None:
+    """Raise ``ValueError`` naming the first field whose check failed and its allowed range.
 
     Args:
-        world: an enumerable token world.
-        ref_policy: π_ref, the anchor of the KL.
-        proxy: proxy rewards of every completion, (P, K) in ``Enumeration`` order, or None.
-        enumeration: the world's :class:`~rlhf_lab.exact.Enumeration`, if already built.
+        config: the Config being validated (its class name and the field's value go in the message).
+        checks: field name → (whether its value is allowed, the allowed range in words).
     """
-
-    def __init__(self, world: TokenWorld, ref_policy: torch.nn.Module, proxy: torch.Tensor | None = None,
-                 enumeration: Enumeration | None = None) -> None:
-        if not world.enumerable:
-            raise ValueError(f"world {world.name!r} is not enumerable at this scale: use sampled metrics")
-        self.enum = Enumeration(world) if enumeration is None else enumeration
-        self.logp_ref = self.enum.logprobs(ref_policy)
-        self.proxy = proxy
-
-    def __call__(self, policy: torch.nn.Module) -> dict[str, float]:
-        return self.enum.metrics(self.enum.logprobs(policy), self.logp_ref, proxy=self.proxy)
-
-
-class SampledEvaluator:
-    """Sampled estimates of the exact metrics, for worlds too large to enumerate (scale gpu).
-
-    Draws ``samples`` completions at temperature 1 from the policy, for a fixed set of prompts
-    and a fixed seed (so successive evaluations share their random numbers), and reports:
-
-    * ``reward/gold``, ``reward/proxy`` — mean rewards of the samples (proxy when ``proxy_fn``);
-    * ``pass@1`` — the same mean, on a verifiable world (``world.verifiable``: a 0/1 verifier);
-    * ``kl/estimate`` — mean of Σ_t (log π − log π_ref) over each sample: k1 summed over the
-      sequence, an unbiased estimate of KL(π‖π_ref) (eq-kl-estimators);
-    * ``entropy/estimate`` — mean of Σ_t H(π(·|x, y_<t)) along each sample: by the chain rule an
-      unbiased estimate of the sequence entropy, with less variance than −log π(y|x).
-
-    Each has a standard error under ``<key>_se``. On an enumerable world the same keys can be
-    checked against :class:`ExactEvaluator` (chapters 08–09 do).
-
-    Args:
-        world: a token world.
-        ref_policy: π_ref, the anchor of the KL.
-        proxy_fn: ``proxy_fn(prompts, completions) -> Tensor (B,)``, e.g. a reward model, or None.
-        samples: completions drawn per evaluation (≥ 2).
-        seed: seed of the prompt choice and of the sampling noise; default ``RLHF_LAB_SEED``.
-        batch_size: completions sampled per forward pass.
-    """
-
-    def __init__(self, world: TokenWorld, ref_policy: torch.nn.Module, proxy_fn: Callable | None = None,
-                 samples: int = 1024, seed: int | None = None, batch_size: int = 1024) -> None:
-        if samples < 2:
-            raise ValueError(f"samples must be >= 2, got {samples}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.world, self.ref_policy, self.proxy_fn = world, ref_policy, proxy_fn
-        seed = get_seed() if seed is None else seed
-        self.samples, self.seed, self.batch_size = samples, seed, batch_size
-        idx = torch.randint(len(world.prompts), (samples,), generator=torch.Generator().manual_seed(seed))
-        self.prompts = [world.prompts[i] for i in idx.tolist()]
-
-    @torch.no_grad()
-    def __call__(self, policy: torch.nn.Module) -> dict[str, float]:
-        was_training = policy.training
-        policy.eval()
-        try:
-            return self._evaluate(policy)
-        finally:
-            policy.train(was_training)
-
-    def _evaluate(self, policy: torch.nn.Module) -> dict[str, float]:
-        from rlhf_lab.core import entropy_from_logits
-        from rlhf_lab.rollout import completion_logits, completion_logprobs, sample
-
-        device = next(policy.parameters()).device
-        gen = torch.Generator(device=device).manual_seed(self.seed)
-        columns: dict[str, list[torch.Tensor]] = {"reward/gold": [], "reward/proxy": [], "kl/estimate": [],
-                                                  "entropy/estimate": []}
-        for start in range(0, self.samples, self.batch_size):
-            prompts = self.prompts[start: start + self.batch_size]
-            rollout = sample(policy, self.world, prompts, generator=gen)
-            mask = rollout.completion_mask.bool()
-            logp_ref = completion_logprobs(self.ref_policy, rollout, self.world)
-            token_entropy = entropy_from_logits(completion_logits(policy, rollout, self.world))
-            columns["kl/estimate"].append(torch.where(mask, rollout.logp - logp_ref, 0.0).sum(1).double().cpu())
-            columns["entropy/estimate"].append(torch.where(mask, token_entropy, 0.0).sum(1).double().cpu())
-            columns["reward/gold"].append(self.world.gold_rewards(rollout.prompts, rollout.completions).double().cpu())
-            if self.proxy_fn is not None:
-                proxy = torch.as_tensor(self.proxy_fn(rollout.prompts, rollout.completions))
-                columns["reward/proxy"].append(proxy.double().cpu().flatten())
-        metrics: dict[str, float] = {}
-        for key, parts in columns.items():
-            if parts:
-                x = torch.cat(parts)
-                metrics[key] = x.mean().item()
-                metrics[f"{key}_se"] = (x.std() / math.sqrt(len(x))).item()
-        if getattr(self.world, "verifiable", False):  # a 0/1 verifier: the mean reward is pass@1
-            metrics["pass@1"], metrics["pass@1_se"] = metrics["reward/gold"], metrics["reward/gold_se"]
-        return metrics
-
-
-def default_evaluator(world: TokenWorld, ref_policy: torch.nn.Module,
-                      proxy_fn: Callable | None = None) -> ExactEvaluator | SampledEvaluator:
-    """The evaluator every ``train`` uses when given none — one factory for all trainers.
-
-    On an enumerable world an :class:`ExactEvaluator`; with a ``proxy_fn`` it scores every
-    completion once, so the proxy's exact expectation is logged as ``reward/proxy`` beside the
-    gold reward. Elsewhere a :class:`SampledEvaluator` (which averages ``proxy_fn``, when given,
-    over its samples as ``reward/proxy``).
-    """
-    if not world.enumerable:
-        return SampledEvaluator(world, ref_policy, proxy_fn=proxy_fn)
-    if proxy_fn is None:
-        return ExactEvaluator(world, ref_policy)
-    enum = Enumeration(world)
-    k = len(enum.completions)
-    prompts = [x for x in enum.prompts for _ in range(k)]
-    proxy = torch.as_tensor(proxy_fn(prompts, enum.completions * len(enum.prompts)))
-    proxy = proxy.detach().double().cpu().view(enum.shape)  # (P, K)
-    return ExactEvaluator(world, ref_policy, proxy=proxy, enumeration=enum)
+    for name, (ok, allowed) in checks.items():
+        if not ok:  # NaN fails every comparison, so it is rejected too
+            raise ValueError(f"{type(config).__name__}.{name} must be {allowed}; got {getattr(config, name)!r}")
 
 
 def trainable_copy(policy: torch.nn.Module) -> torch.nn.Module:
@@ -154,6 +52,43 @@ def trainable_copy(policy: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+def prompt_batch(world: TokenWorld, batch_size: int, generator: torch.Generator) -> list[str]:
+    """``batch_size`` prompts spread evenly over ``world.prompts``, in a random order.
+
+    Even coverage matches the exact metrics, which weigh every prompt equally.
+    """
+    rows = torch.arange(batch_size) % len(world.prompts)
+    rows = rows[torch.randperm(batch_size, generator=generator)]
+    return [world.prompts[i] for i in rows.tolist()]
+
+
+def prompt_groups(world: TokenWorld, n: int, group_size: int, generator: torch.Generator) -> list[str]:
+    """N prompts drawn uniformly with replacement, each repeated G times (GRPO's batch).
+
+    Rows i·G … i·G + G − 1 hold prompt i, so the rewards reshape to (N, G) groups. Unlike
+    :func:`prompt_batch` the coverage of the prompts is even only on average.
+    """
+    idx = torch.randint(len(world.prompts), (n,), generator=generator)
+    return [world.prompts[i] for i in idx.repeat_interleave(group_size).tolist()]
+
+
+# -- one update ----------------------------------------------------------------------------------
+def make_optimizer(params: Iterable[torch.nn.Parameter], lr: float, *, fused: bool = True,
+                   weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """Adam, the optimiser of every trainer (AdamW, Adam with decoupled decay, if ``weight_decay``).
+
+    ``fused`` takes the fused kernel where there is one (CPU, CUDA): on these tiny models the
+    optimiser step otherwise costs as much as the forward and backward passes. DPO, GRPO,
+    rejection sampling and the reward model pass False: the fused kernel rounds differently in
+    the last bits, and the numbers their chapters assert were measured without it.
+    """
+    params = list(params)
+    if weight_decay > 0:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    device = params[0].device.type
+    return torch.optim.Adam(params, lr=lr, fused=device in ("cpu", "cuda") if fused else None)
+
+
 def check_finite(step: int, loss: torch.Tensor, history: History) -> None:
     """Stop training on a NaN/inf loss, naming the step and the last finite metrics."""
     if not math.isfinite(float(loss)):
@@ -161,6 +96,74 @@ def check_finite(step: int, loss: torch.Tensor, history: History) -> None:
         raise FloatingPointError(f"loss became {float(loss)} at step {step}; last finite metrics: {last}")
 
 
+def optimizer_step(opt: torch.optim.Optimizer, loss: Tensor, params: list[torch.nn.Parameter],
+                   max_grad_norm: float | None, step: int, history: History) -> float:
+    """One update: stop on a NaN/inf loss (:func:`check_finite`), backward, clip, step.
+
+    Args:
+        opt: the optimiser of ``params``.
+        loss: the scalar loss; carries the gradient.
+        params: the parameters whose gradient norm is clipped.
+        max_grad_norm: the clip on the global gradient norm, or None for no clip.
+        step: the step, for the error message.
+        history: the run so far, whose last finite metrics the error message shows.
+
+    Returns:
+        The gradient norm before clipping (``stats/grad_norm``); nan without a clip.
+    """
+    check_finite(step, loss.detach(), history)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = math.nan if max_grad_norm is None else float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm))
+    opt.step()
+    return grad_norm
+
+
+# -- logging -------------------------------------------------------------------------------------
 def progress(total: int, desc: str, enabled: bool = True):
     """A tqdm.auto progress bar (a widget in Jupyter, text elsewhere)."""
     return tqdm(total=total, desc=desc, disable=not enabled, leave=False)
+
+
+class RunLog:
+    """A run's History, its callback, its evaluation schedule and its progress bar, in one place.
+
+    ``log(step, metrics)`` records and calls back; ``evaluate(step, policy)`` adds the
+    evaluator's metrics at step 0, every ``eval_every`` steps and at step ``steps``; ``tick``
+    advances the bar by one of ``steps``; ``close()`` closes it and returns the History.
+
+    Args:
+        evaluator: the metrics of a policy (``ExactEvaluator``, ``SampledEvaluator``), or None.
+        eval_every: evaluate every this many steps.
+        steps: the length of the run, in the unit of ``step`` and of the bar.
+        callback: called as ``callback(step, metrics, history)`` after every log, or None.
+        desc: the progress bar's label.
+        progress_bar: show the bar.
+    """
+
+    def __init__(self, evaluator: ExactEvaluator | SampledEvaluator | None, eval_every: int, steps: int,
+                 callback: Callback | None, desc: str = "", progress_bar: bool = False) -> None:
+        self.history = History()
+        self.evaluator, self.eval_every, self.steps, self.callback = evaluator, eval_every, steps, callback
+        self.bar = progress(steps, desc, progress_bar)
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        self.history.log(step, metrics)
+        if self.callback is not None:
+            self.callback(step, metrics, self.history)
+
+    def evaluate(self, step: int, policy: torch.nn.Module) -> None:
+        """The evaluator's metrics of ``policy`` after ``step`` updates, when the schedule says so."""
+        due = step % self.eval_every == 0 or step == self.steps
+        if self.evaluator is not None and due:
+            self.log(step, self.evaluator(policy))
+
+    def tick(self, **postfix: str) -> None:
+        """One step done: advance the bar and show ``postfix`` (e.g. ``reward="0.31"``) beside it."""
+        self.bar.update()
+        if postfix:
+            self.bar.set_postfix(postfix, refresh=False)
+
+    def close(self) -> History:
+        self.bar.close()
+        return self.history

@@ -1,11 +1,13 @@
-"""PPO: the clipped importance-ratio surrogate, the clipped value loss, and PPO for language
-models (per-token KL reward, GAE, whitened advantages, K epochs of minibatches per batch).
+"""PPO: the clipped importance-ratio surrogate, and PPO for language models (per-token KL
+reward, GAE, whitened advantages, a clipped critic, K epochs of minibatches per batch).
 
 Two look-alike symbols: ρ_t = π_θ(a_t | s_t) / π_old(a_t | s_t) is the importance *ratio*;
 r_t is the per-token *reward*. ε (``clip_eps``) bounds how far one update may move ρ from 1.
-The batch is collected exactly as in A2C (``a2c.collect``); what PPO adds is reusing it for
-several epochs, which the ratio and the clip make safe. Defaults follow Huang et al. (2024),
-"The N+ implementation details of RLHF with PPO". Introduced in chapter 04.
+The batch is collected exactly as in A2C (``experience.collect``); what PPO adds is reusing it
+for several epochs, which the ratio and the clip make safe. The critic's clipped loss
+(``value_loss``) is shared with A2C, so it lives in ``experience.py``; it is importable from here.
+Defaults follow Huang et al. (2024), "The N+ implementation details of RLHF with PPO".
+Introduced in chapter 04.
 """
 
 from __future__ import annotations
@@ -15,21 +17,15 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from rlhf_lab.scale import get_seed
-from rlhf_lab.algos.a2c import actor_critic_step, batch_metrics, collect
-from rlhf_lab.algos.loop import Callback, ExactEvaluator, SampledEvaluator, check_finite, progress, trainable_copy
-from rlhf_lab.algos.reinforce import (RewardFn, RunLog, check_fields, make_evaluator, make_optimizer,
-                                      prompt_batch)
+from rlhf_lab.algos.experience import (actor_critic_forward, batch_metrics, check_same_shape, collect,
+                                       value_loss)
+from rlhf_lab.algos.loop import (Callback, ExactEvaluator, RewardFn, RunLog, SampledEvaluator, check_fields,
+                                 default_evaluator, make_optimizer, optimizer_step, prompt_batch, trainable_copy)
 from rlhf_lab.core import kl_penalty, masked_mean
 from rlhf_lab.history import History
 from rlhf_lab.models import ValueModel
+from rlhf_lab.scale import get_seed
 from rlhf_lab.worlds.base import TokenWorld
-
-
-def _check_same_shape(**tensors: Tensor) -> None:
-    shapes = {name: tuple(t.shape) for name, t in tensors.items()}
-    if len(set(shapes.values())) != 1:
-        raise ValueError(f"{', '.join(shapes)} must have the same shape; got {shapes}")
 
 
 def ppo_policy_loss(
@@ -71,7 +67,7 @@ def ppo_policy_loss(
 
     Introduced in chapter 04 (PPO).
     """
-    _check_same_shape(logp=logp, logp_old=logp_old, adv=adv, mask=mask)
+    check_same_shape(logp=logp, logp_old=logp_old, adv=adv, mask=mask)
     if not 0.0 < clip_eps < 1.0:
         raise ValueError(f"clip_eps must be in (0, 1); got {clip_eps}")
     valid = mask.bool()
@@ -99,68 +95,6 @@ def ppo_policy_loss(
             "approx_kl": masked_mean(approx_kl, mask).item(),
             "ratio_mean": masked_mean(ratio, mask).item(),
         }
-    return loss, stats
-
-
-def value_loss(
-    values: Tensor,
-    values_old: Tensor,
-    returns: Tensor,
-    mask: Tensor,
-    clip_eps: float | None = None,
-) -> tuple[Tensor, dict[str, float]]:
-    """Squared error of the value head, optionally clipped around the old values.
-
-    With ``clip_eps`` set, the loss at each token is the larger of the unclipped and the clipped
-    squared error, so the clip can only make the loss bigger (PPO2 / TRL's PPO convention). One
-    masked mean over every valid token of the batch, times ½.
-
-    Args:
-        values: V_θ(s_t) from the value head; carries the gradient.
-        values_old: V_old(s_t) recorded at rollout time (detached).
-        returns: the regression target, e.g. Â_t + V_old(s_t) from GAE (detached).
-        mask: 1 (or True) for response tokens, 0 for prompt and padding.
-        clip_eps: the value clip range in reward units (> 0, typical 0.2), or None for no clip.
-            It is an absolute range, not a ratio, so it is not restricted to (0, 1).
-
-    Shape:
-        values: (B, T), introduced in chapter 03.
-        values_old: (B, T), introduced in chapter 04.
-        returns: (B, T), introduced in chapter 03.
-        mask: (B, T), introduced in chapter 04.
-
-    Returns:
-        ``(loss, stats)``. stats: ``value_clipfrac``, the fraction of valid tokens where the
-        clipped error is the larger one (0 without a clip); ``value_mean``.
-
-    Raises:
-        ValueError: if the shapes differ or clip_eps is not None and not > 0.
-
-    Introduced in chapter 04 (PPO).
-    """
-    _check_same_shape(values=values, values_old=values_old, returns=returns, mask=mask)
-    if clip_eps is not None and not clip_eps > 0.0:
-        raise ValueError(f"clip_eps must be None or > 0; got {clip_eps}")
-    valid = mask.bool()
-    # padding may hold anything (inf, nan): zero it first, so that neither the loss nor its
-    # gradient sees it
-    values = torch.where(valid, values, 0.0)
-    values_old = torch.where(valid, values_old.detach(), 0.0)
-    returns = torch.where(valid, returns.detach(), 0.0)
-
-    sq_err = (values - returns) ** 2
-    if clip_eps is None:
-        # (eq-value-loss)  L^V = ½ (V_θ − R)²
-        loss = 0.5 * masked_mean(sq_err, mask)
-        clipfrac = 0.0
-    else:
-        # (eq-value-clip)  L^V = ½ max((V_θ − R)², (clip(V_θ, V_old − ε, V_old + ε) − R)²)
-        values_clipped = values_old + torch.clamp(values - values_old, -clip_eps, clip_eps)
-        sq_err_clipped = (values_clipped - returns) ** 2
-        loss = 0.5 * masked_mean(torch.max(sq_err, sq_err_clipped), mask)
-        clipfrac = masked_mean((sq_err_clipped > sq_err).to(values.dtype), mask).item()
-
-    stats = {"value_clipfrac": clipfrac, "value_mean": masked_mean(values.detach(), mask).item()}
     return loss, stats
 
 
@@ -245,7 +179,7 @@ def train(
     """Train a copy of ``policy`` with PPO (chapter 04): rollout → advantages → K epochs → log.
 
     Each step: 1) sample B completions and score them; 2) per-token rewards −β·KL_t plus the
-    score at EOS, GAE advantages (whitened) and returns (``a2c.collect``); 3) K epochs over the
+    score at EOS, GAE advantages (whitened) and returns (``experience.collect``); 3) K epochs over the
     batch in shuffled minibatches, each a step on :func:`ppo_policy_loss` + c_V·:func:`value_loss`;
     4) log ``loss/policy``, ``loss/value``, ``stats/clipfrac``, ``stats/approx_kl`` (means over
     the minibatch steps), ``stats/explained_var`` (of the critic before the update),
@@ -273,7 +207,7 @@ def train(
         FloatingPointError: the loss became NaN or infinite (names the step).
     """
     ref_policy = policy if ref_policy is None else ref_policy
-    evaluator = evaluator or make_evaluator(world, ref_policy, reward_fn)
+    evaluator = evaluator or default_evaluator(world, ref_policy, reward_fn)
     score = reward_fn or world.gold_rewards
     model = trainable_copy(policy)
     device = next(model.parameters()).device
@@ -282,10 +216,9 @@ def train(
     opt = make_optimizer(params, config.lr)
     gen = torch.Generator(device=device).manual_seed(config.seed)
     cpu_gen = torch.Generator().manual_seed(config.seed)
-    run = RunLog(evaluator, config.eval_every, config.steps, callback)
+    run = RunLog(evaluator, config.eval_every, config.steps, callback, "PPO", config.progress)
     run.history.policy, run.history.value_model = model, value_model
     run.evaluate(0, model)
-    bar = progress(config.steps, "PPO", config.progress)
     for step in range(config.steps):
         # 1) rollout, 2) advantages
         exp = collect(model, ref_policy, value_model, world, prompt_batch(world, config.batch_size, cpu_gen),
@@ -297,25 +230,19 @@ def train(
         for _ in range(config.epochs):
             for rows in torch.randperm(config.batch_size, generator=cpu_gen).split(config.minibatch_size):
                 mb = exp.select(rows.to(device))
-                logp, values, metrics = actor_critic_step(model, value_model, world, mb)
+                logp, values, metrics = actor_critic_forward(model, value_model, world, mb)
                 loss_pi, stats = ppo_policy_loss(logp, mb.logp_old, mb.adv, mb.mask, config.clip_eps)
                 loss_v, _ = value_loss(values, mb.values_old, mb.ret, mb.mask, config.value_clip_eps)
                 # (eq-ppo-total)  L = L^CLIP + c_V L^V
                 loss = loss_pi + config.vf_coef * loss_v
-                check_finite(step, loss.detach(), run.history)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-                opt.step()
+                grad_norm = optimizer_step(opt, loss, params, config.max_grad_norm, step, run.history)
                 for key, value in {**metrics, "loss/policy": loss_pi.item(), "loss/value": loss_v.item(),
                                    "stats/clipfrac": stats["clipfrac"], "stats/approx_kl": stats["approx_kl"],
-                                   "stats/grad_norm": float(grad_norm)}.items():
+                                   "stats/grad_norm": grad_norm}.items():
                     sums[key] = sums.get(key, 0.0) + value
                 n_updates += 1
         # 4) log
         run.log(step, {**batch_metrics(exp), **{k: v / n_updates for k, v in sums.items()}})
         run.evaluate(step + 1, model)
-        bar.update()
-        bar.set_postfix(reward=f"{exp.scores.mean().item():.3f}", refresh=False)
-    bar.close()
-    return run.history
+        run.tick(reward=f"{exp.scores.mean().item():.3f}")
+    return run.close()

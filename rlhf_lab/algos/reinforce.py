@@ -3,30 +3,31 @@
 The gradient of J(θ) = E_{y~π_θ}[R(y)] is E[(R − b)∇log π_θ(y)] for any baseline b that does
 not depend on the sampled y; the baseline leaves the gradient unbiased and lowers its variance.
 
-Besides the loss and ``train``, this module holds the few pieces every policy-gradient loop of
-chapters 02–04 shares (config checks, a balanced prompt batch, the exact evaluator with a proxy,
-logging); ``a2c`` and ``ppo`` import them from here. Introduced in chapter 02.
+The module holds the loss, its Config and ``train``; the loop's plumbing (config checks, the
+balanced prompt batch, the evaluator, the optimiser step, logging) is in ``loop.py``, and its
+names that chapters 02–04 reach through this module stay importable from here. Introduced in
+chapter 02.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-from rlhf_lab.scale import get_seed
-from rlhf_lab.algos.loop import (Callback, ExactEvaluator, SampledEvaluator, check_finite, default_evaluator, progress,
+from rlhf_lab.algos.loop import (Callback, ExactEvaluator, RewardFn, RunLog, SampledEvaluator,
+                                 check_fields, default_evaluator, make_optimizer, optimizer_step, prompt_batch,
                                  trainable_copy)
 from rlhf_lab.core import entropy_from_logits, kl_penalty, masked_mean, token_logprobs
 from rlhf_lab.history import History
 from rlhf_lab.rollout import completion_logits, completion_logprobs, sample
+from rlhf_lab.scale import get_seed
 from rlhf_lab.worlds.base import TokenWorld
 
 BASELINES = ("none", "mean")
-RewardFn = Callable[[list[str], list[str]], Tensor]
+make_evaluator = default_evaluator  # the name chapters 02–04 use; one factory, in evaluate.py
 
 
 def reinforce_loss(
@@ -96,60 +97,6 @@ def reinforce_loss(
         "adv_std": adv.std(correction=0).item(),
     }
     return loss, stats
-
-
-# -- shared by the policy-gradient loops (chapters 02–04) --------------------------------------
-def check_fields(config: object, checks: dict[str, tuple[bool, str]]) -> None:
-    """Raise ``ValueError`` naming the first field whose check failed and its allowed range."""
-    for name, (ok, allowed) in checks.items():
-        if not ok:  # NaN fails every comparison, so it is rejected too
-            raise ValueError(
-                f"{type(config).__name__}.{name} must be {allowed}; got {getattr(config, name)!r}"
-            )
-
-
-def prompt_batch(world: TokenWorld, batch_size: int, generator: torch.Generator) -> list[str]:
-    """``batch_size`` prompts spread evenly over ``world.prompts``, in a random order.
-
-    Even coverage matches the exact metrics, which weigh every prompt equally.
-    """
-    rows = torch.arange(batch_size) % len(world.prompts)
-    rows = rows[torch.randperm(batch_size, generator=generator)]
-    return [world.prompts[i] for i in rows.tolist()]
-
-
-make_evaluator = default_evaluator  # the name chapters 02–04 use; one factory in loop.py
-
-
-def make_optimizer(params: list[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:
-    """Adam; the fused kernel where there is one, since on these tiny models the optimiser step
-    otherwise costs as much as the forward and backward passes."""
-    device = params[0].device.type
-    return torch.optim.Adam(params, lr=lr, fused=device in ("cpu", "cuda"))
-
-
-class RunLog:
-    """A run's History, its callback and its evaluation schedule, in one place.
-
-    ``log(step, metrics)`` records and calls back; ``evaluate(step, policy)`` adds the exact
-    metrics at step 0, every ``eval_every`` steps and at the last step.
-    """
-
-    def __init__(self, evaluator: ExactEvaluator | SampledEvaluator | None, eval_every: int, steps: int,
-                 callback: Callback | None) -> None:
-        self.history = History()
-        self.evaluator, self.eval_every, self.steps, self.callback = evaluator, eval_every, steps, callback
-
-    def log(self, step: int, metrics: dict[str, float]) -> None:
-        self.history.log(step, metrics)
-        if self.callback is not None:
-            self.callback(step, metrics, self.history)
-
-    def evaluate(self, step: int, policy: torch.nn.Module) -> None:
-        """Exact metrics of ``policy`` after ``step`` updates, when the schedule says so."""
-        due = step % self.eval_every == 0 or step == self.steps
-        if self.evaluator is not None and due:
-            self.log(step, self.evaluator(policy))
 
 
 # -- training ------------------------------------------------------------------------------------
@@ -228,16 +175,16 @@ def train(
         FloatingPointError: the loss became NaN or infinite (names the step).
     """
     ref_policy = policy if ref_policy is None else ref_policy
-    evaluator = evaluator or make_evaluator(world, ref_policy, reward_fn)
+    evaluator = evaluator or default_evaluator(world, ref_policy, reward_fn)
     score = reward_fn or world.gold_rewards
     model = trainable_copy(policy)
-    opt = make_optimizer(list(model.parameters()), config.lr)
-    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(config.seed)
+    params = list(model.parameters())
+    opt = make_optimizer(params, config.lr)
+    gen = torch.Generator(device=params[0].device).manual_seed(config.seed)
     cpu_gen = torch.Generator().manual_seed(config.seed)
-    run = RunLog(evaluator, config.eval_every, config.steps, callback)
+    run = RunLog(evaluator, config.eval_every, config.steps, callback, "REINFORCE", config.progress)
     run.history.policy = model
     run.evaluate(0, model)
-    bar = progress(config.steps, "REINFORCE", config.progress)
     for step in range(config.steps):
         # 1) rollout
         rollout = sample(model, world, prompt_batch(world, config.batch_size, cpu_gen), generator=gen)
@@ -252,19 +199,13 @@ def train(
         returns = r - config.beta * kl_seq
         # 3) one gradient step
         loss, stats = reinforce_loss(logp.sum(1), returns, config.baseline)
-        check_finite(step, loss.detach(), run.history)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-        opt.step()
+        grad_norm = optimizer_step(opt, loss, params, config.max_grad_norm, step, run.history)
         # 4) log
         run.log(step, {
             "loss/policy": loss.item(), "reward/mean": r.mean().item(), "kl/sampled": kl_seq.mean().item(),
             "stats/entropy": masked_mean(entropy_from_logits(logits.detach()), mask).item(),
-            "stats/adv_std": stats["adv_std"], "stats/grad_norm": float(grad_norm),
+            "stats/adv_std": stats["adv_std"], "stats/grad_norm": grad_norm,
         })
         run.evaluate(step + 1, model)
-        bar.update()
-        bar.set_postfix(reward=f"{r.mean().item():.3f}", refresh=False)
-    bar.close()
-    return run.history
+        run.tick(reward=f"{r.mean().item():.3f}")
+    return run.close()

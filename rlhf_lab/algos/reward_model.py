@@ -1,4 +1,4 @@
-"""Reward models from pairwise preferences: the Bradley–Terry loss and a short training loop.
+"""Reward models from pairwise preferences: a Config, a short training loop, and tools around it.
 
 A preference pair is a prompt x with two completions, y_w (chosen) and y_l (rejected). Under
 Bradley–Terry P(y_w ≻ y_l | x) = σ(r(x, y_w) − r(x, y_l)), so maximum likelihood is
@@ -10,63 +10,24 @@ y_w). Only reward differences are identified, so after training we shift and sca
 mean 0, std 1 on reference samples (``normalise_rewards``): the scale then means the same
 thing in every chapter that uses it as a reward.
 
-Introduced in chapter 05.
+The loss itself, :func:`bradley_terry_loss`, is in ``pairwise.py`` beside DPO's (importable
+from here). ``train`` takes a :class:`RewardModelConfig`; ``train_reward_model`` takes its
+fields as keyword arguments. ``label_ceiling`` is the best accuracy noisy labels allow, and
+``enumerated_rewards`` scores every completion of an enumerated world. Introduced in chapter 05.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
-import torch.nn.functional as F
 
+from rlhf_lab.algos.loop import Callback, RunLog, check_fields, make_optimizer, optimizer_step
+from rlhf_lab.data import PREFERENCE_COLUMNS as COLUMNS  # noqa: F401  (re-exported)
+from rlhf_lab.data import check_preferences
 from rlhf_lab.history import History
+from rlhf_lab.pairwise import bradley_terry_loss
 from rlhf_lab.scale import get_seed
-
-COLUMNS = ("prompt", "chosen", "rejected")
-
-
-def bradley_terry_loss(
-    r_chosen: torch.Tensor, r_rejected: torch.Tensor, margin: torch.Tensor | float | None = None
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """Mean negative log-likelihood of the preferences under Bradley–Terry (eq-rm-loss).
-
-    Args:
-        r_chosen: rewards of the chosen completions. Shape: (B,).
-        r_rejected: rewards of the rejected completions. Shape: (B,).
-        margin: m, subtracted from each difference. Shape: (B,) or a float; None means 0.
-
-    Returns:
-        (loss, stats): stats has ``accuracy`` (fraction with r_chosen > r_rejected),
-        ``margin`` (mean r_chosen − r_rejected), ``chosen`` and ``rejected`` (mean rewards).
-    """
-    if r_chosen.ndim != 1 or r_chosen.shape != r_rejected.shape:
-        raise ValueError(
-            "r_chosen and r_rejected must both have shape (B,), "
-            f"got {tuple(r_chosen.shape)} and {tuple(r_rejected.shape)}"
-        )
-    diff = r_chosen - r_rejected  # (B,)
-    shifted = diff
-    if margin is not None:
-        margin = torch.as_tensor(margin, dtype=diff.dtype, device=diff.device)
-        if margin.ndim not in (0, 1) or (margin.ndim == 1 and margin.shape != diff.shape):
-            raise ValueError(f"margin must be a float or have shape {tuple(diff.shape)}, got {tuple(margin.shape)}")
-        shifted = diff - margin
-    # (eq-rm-loss); logsigmoid is stable where log(sigmoid(·)) underflows
-    loss = -F.logsigmoid(shifted).mean()
-    stats = {
-        "accuracy": (diff > 0).float().mean().item(),
-        "margin": diff.mean().item(),
-        "chosen": r_chosen.mean().item(),
-        "rejected": r_rejected.mean().item(),
-    }
-    return loss, stats
-
-
-def _check_dataset(dataset, name: str) -> None:
-    missing = [c for c in COLUMNS if c not in dataset.column_names]
-    if missing:
-        raise ValueError(f"{name} needs columns {list(COLUMNS)}; missing {missing}")
-    if len(dataset) == 0:
-        raise ValueError(f"{name} is empty")
 
 
 def _pair_scores(rm, tokenizer, prompts, chosen, rejected, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,7 +41,7 @@ def _pair_scores(rm, tokenizer, prompts, chosen, rejected, device) -> tuple[torc
 @torch.no_grad()
 def preference_accuracy(rm, tokenizer, dataset, batch_size: int = 256) -> float:
     """Fraction of pairs the RM orders correctly (r(x, y_w) > r(x, y_l))."""
-    _check_dataset(dataset, "dataset")
+    check_preferences(dataset, "dataset")
     device = next(rm.parameters()).device
     was_training = rm.training
     rm.eval()
@@ -93,93 +54,110 @@ def preference_accuracy(rm, tokenizer, dataset, batch_size: int = 256) -> float:
     return correct / len(dataset)
 
 
-def train_reward_model(
-    rm,
-    tokenizer,
-    train_dataset,
-    *,
-    eval_dataset=None,
-    epochs: int = 1,
-    lr: float = 3e-3,
-    batch_size: int = 32,
-    seed: int | None = None,
-    weight_decay: float = 0.0,
-    max_grad_norm: float = 1.0,
-    progress: bool = True,
-) -> History:
-    """Fit ``rm`` to preference pairs by minimising the Bradley–Terry loss (eq-rm-loss).
+@dataclass
+class RewardModelConfig:
+    """Hyperparameters of :func:`train`; validated on construction (chapter 05).
 
-    Args:
-        rm: a ``models.RewardModel`` (its raw, un-normalised score is trained).
-        tokenizer: tokenizes ``prompt + " " + completion``.
-        train_dataset, eval_dataset: ``datasets.Dataset`` with columns prompt, chosen, rejected.
-        epochs: passes over the training pairs (≥ 1).
-        lr: AdamW learning rate (> 0); 1e-3 … 3e-3 for the tiny models (reviews world at ci,
+    Attributes:
+        epochs: passes over the training pairs, ≥ 1.
+        lr: η > 0, Adam learning rate; 1e-3 … 3e-3 for the tiny models (reviews world at ci,
             2,000 pairs, 2 epochs: held-out accuracy 0.80 at 3e-3, 0.67 at 1e-3).
-        batch_size: pairs per step (≥ 1).
-        seed: shuffling seed; default ``RLHF_LAB_SEED`` (``scale.get_seed``).
-        weight_decay: AdamW weight decay (≥ 0).
-        max_grad_norm: gradient-norm clip (> 0). Without it a run at lr 3e-3 could stall near
+        batch_size: pairs per step, ≥ 1.
+        weight_decay: ≥ 0; above 0 the optimiser is AdamW (Adam with decoupled weight decay).
+        max_grad_norm: gradient-norm clip, > 0. Without it a run at lr 3e-3 could stall near
             chance for good (measured: 0.55 held-out accuracy at one seed where the clipped run
             reaches 0.8), after a few large early steps.
+        seed: seeds the shuffling; default ``RLHF_LAB_SEED``.
         progress: show a tqdm progress bar.
+    """
+
+    epochs: int = 1
+    lr: float = 3e-3
+    batch_size: int = 32
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    seed: int = field(default_factory=get_seed)  # RLHF_LAB_SEED unless given
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        check_fields(self, {
+            "epochs": (self.epochs >= 1, ">= 1"),
+            "lr": (self.lr > 0, "> 0"),
+            "batch_size": (self.batch_size >= 1, ">= 1"),
+            "weight_decay": (self.weight_decay >= 0, ">= 0"),
+            "max_grad_norm": (self.max_grad_norm > 0, "> 0"),
+        })
+
+
+def train(rm, tokenizer, train_dataset, config: RewardModelConfig, callback: Callback | None = None, *,
+          eval_dataset=None) -> History:
+    """Fit ``rm`` to preference pairs by minimising the Bradley–Terry loss (eq-rm-loss).
+
+    Each step: 1) the scores r(x, y_w), r(x, y_l) of a minibatch of pairs; 2) the loss and a
+    gradient step; 3) log. Each epoch ends with the training accuracy and, given an eval set,
+    the held-out one.
+
+    Args:
+        rm: a ``models.RewardModel`` (its raw, un-normalised score is trained, in place).
+        tokenizer: tokenizes ``prompt + " " + completion``.
+        train_dataset, eval_dataset: ``datasets.Dataset`` with columns prompt, chosen, rejected.
+        config: a :class:`RewardModelConfig`.
+        callback: called as ``callback(step, metrics, history)`` after every log.
 
     Returns:
         History with, per step, ``rm/loss`` and ``rm/accuracy`` (batch), and per epoch (at the
         step that ends it) ``rm/epoch_loss``, ``rm/train_accuracy`` and, with an eval set,
         ``rm/eval_accuracy``.
+
+    Raises:
+        FloatingPointError: the loss became NaN or infinite (names the step).
     """
-    from tqdm.auto import tqdm
-
-    if epochs < 1:
-        raise ValueError(f"epochs must be ≥ 1, got {epochs}")
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
-    if not max_grad_norm > 0:
-        raise ValueError(f"max_grad_norm must be > 0, got {max_grad_norm}")
-    _check_dataset(train_dataset, "train_dataset")
+    check_preferences(train_dataset, "train_dataset")
     if eval_dataset is not None:
-        _check_dataset(eval_dataset, "eval_dataset")
-
+        check_preferences(eval_dataset, "eval_dataset")
     device = next(rm.parameters()).device
-    opt = torch.optim.AdamW(rm.parameters(), lr=lr, weight_decay=weight_decay)
-    gen = torch.Generator().manual_seed(get_seed() if seed is None else seed)
-    history = History()
+    params = list(rm.parameters())
+    opt = make_optimizer(params, config.lr, fused=False, weight_decay=config.weight_decay)
+    gen = torch.Generator().manual_seed(config.seed)
     n = len(train_dataset)
-    steps_per_epoch = -(-n // batch_size)
+    run = RunLog(None, 1, config.epochs * -(-n // config.batch_size), callback, "reward model", config.progress)
     step = 0
-    bar = tqdm(total=epochs * steps_per_epoch, desc="reward model", disable=not progress)
-    for epoch in range(epochs):
+    for _ in range(config.epochs):
         rm.train()
         order = torch.randperm(n, generator=gen).tolist()
         losses, correct = [], 0
-        for start in range(0, n, batch_size):
-            batch = train_dataset[order[start: start + batch_size]]
+        for start in range(0, n, config.batch_size):
+            batch = train_dataset[order[start: start + config.batch_size]]
+            # 1) scores, 2) loss and step
             r_c, r_r = _pair_scores(rm, tokenizer, batch["prompt"], batch["chosen"], batch["rejected"], device)
             loss, stats = bradley_terry_loss(r_c, r_r)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"reward-model loss became {loss.item()} at step {step}; last finite metrics: {history.last()}"
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(rm.parameters(), max_grad_norm)
-            opt.step()
+            optimizer_step(opt, loss, params, config.max_grad_norm, step, run.history)
+            # 3) log
             losses.append(loss.item() * len(r_c))
             correct += round(stats["accuracy"] * len(r_c))
-            history.log(step, {"rm/loss": loss, "rm/accuracy": stats["accuracy"]})
+            run.log(step, {"rm/loss": loss.item(), "rm/accuracy": stats["accuracy"]})
             step += 1
-            bar.update()
-            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+            run.tick(loss=f"{loss.item():.3f}")
         summary = {"rm/epoch_loss": sum(losses) / n, "rm/train_accuracy": correct / n}
         if eval_dataset is not None:
             summary["rm/eval_accuracy"] = preference_accuracy(rm, tokenizer, eval_dataset)
-        history.log(step - 1, summary)
-    bar.close()
+        run.log(step - 1, summary)
     rm.eval()
-    return history
+    return run.close()
+
+
+def train_reward_model(rm, tokenizer, train_dataset, *, eval_dataset=None, epochs: int = 1, lr: float = 3e-3,
+                       batch_size: int = 32, seed: int | None = None, weight_decay: float = 0.0,
+                       max_grad_norm: float = 1.0, progress: bool = True) -> History:
+    """:func:`train` with the config's fields as keyword arguments (the form chapters 05–09 use).
+
+    ``seed`` None means ``RLHF_LAB_SEED``. Raises ``ValueError`` naming a bad argument, as the
+    config does.
+    """
+    config = RewardModelConfig(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
+                               max_grad_norm=max_grad_norm, progress=progress,
+                               **({} if seed is None else {"seed": seed}))
+    return train(rm, tokenizer, train_dataset, config, eval_dataset=eval_dataset)
 
 
 @torch.no_grad()
