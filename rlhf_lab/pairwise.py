@@ -164,7 +164,8 @@ def dpo_loss(
     # (eq-dpo-delta)  Δ = log π_θ(y_w)/π_ref(y_w) − log π_θ(y_l)/π_ref(y_l)
     delta = chosen_logratio - rejected_logratio
     if kind == "sigmoid":
-        # (eq-dpo)  L = −(1 − ε) log σ(βΔ) − ε log σ(−βΔ)
+        # (eq-dpo)  L = −log σ(βΔ); label smoothing ε (cDPO):
+        # L = −(1 − ε) log σ(βΔ) − ε log σ(−βΔ)
         losses = -(1 - eps) * F.logsigmoid(beta * delta) - eps * F.logsigmoid(-beta * delta)
     elif kind == "robust":
         # (eq-rdpo)  L = [(1 − ε)(−log σ(βΔ)) − ε(−log σ(−βΔ))] / (1 − 2ε)

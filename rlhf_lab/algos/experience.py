@@ -55,7 +55,7 @@ def token_rewards(scores: Tensor, logp: Tensor, logp_ref: Tensor, mask: Tensor, 
     """
     valid = mask.bool()
     last = valid.sum(1) - 1  # (B,) index of the last valid token
-    # (eq-kl-reward)  r_t = −β (log π(y_t|s_t) − log π_ref(y_t|s_t)) + 1[t = T_y] · r(x, y)
+    # (eq-kl-reward)  r_t = −β (log π_old(y_t|s_t) − log π_ref(y_t|s_t)) + 1[t = T_y] · r(x, y)
     rewards = torch.where(valid, -beta * kl_penalty(logp.detach(), logp_ref.detach(), "k1"), 0.0)
     rows = torch.arange(len(scores), device=rewards.device)
     rewards[rows, last] += scores.to(rewards.dtype)

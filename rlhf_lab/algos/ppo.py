@@ -233,7 +233,7 @@ def train(
                 logp, values, metrics = actor_critic_forward(model, value_model, world, mb)
                 loss_pi, stats = ppo_policy_loss(logp, mb.logp_old, mb.adv, mb.mask, config.clip_eps)
                 loss_v, _ = value_loss(values, mb.values_old, mb.ret, mb.mask, config.value_clip_eps)
-                # (eq-ppo-total)  L = L^CLIP + c_V L^V
+                # (eq-ppo-total)  L = −L^CLIP + c_V L^V; ppo_policy_loss is −L^CLIP
                 loss = loss_pi + config.vf_coef * loss_v
                 grad_norm = optimizer_step(opt, loss, params, config.max_grad_norm, step, run.history)
                 for key, value in {**metrics, "loss/policy": loss_pi.item(), "loss/value": loss_v.item(),
