@@ -190,3 +190,40 @@ def test_variants_run_and_log_finite_metrics(tiny, changes):
     assert all(math.isfinite(v) for key in h for v in h[key])
     assert 0.0 <= min(h["stats/clip_ratio/high"]) and max(h["stats/clip_ratio/high"]) <= 1.0
     assert grpo.PASS_K[0] == 1 and "pass@1" in h
+
+
+def test_rloo_advantages_from_the_config(tiny, monkeypatch):
+    """advantage="rloo" hands grpo_loss the leave-one-out advantages of the batch's rewards."""
+    world, ref = tiny
+    with pytest.raises(ValueError, match="scale_rewards must be 'none'"):
+        config(advantage="rloo")
+    with pytest.raises(ValueError, match="advantage must be one of"):
+        config(advantage="ppo")
+    seen, real = [], grpo.grpo_loss
+    rewards_seen = []
+
+    def score(prompts, completions):
+        r = world.gold_rewards(prompts, completions)
+        rewards_seen.append(r.clone())
+        return r
+
+    def spy(logp, logp_old, logp_ref, adv, *args, **kwargs):
+        seen.append(adv.clone())
+        return real(logp, logp_old, logp_ref, adv, *args, **kwargs)
+
+    monkeypatch.setattr(grpo, "grpo_loss", spy)
+    cfg = config(steps=1, updates_per_batch=1, advantage="rloo", scale_rewards="none")
+    train_grpo(ref, world, cfg, reward_fn=score)
+    # the first call scores every completion once, for the exact reward/proxy; the second, the batch
+    expected = grpo.rloo_advantages(rewards_seen[1].view(cfg.prompts_per_step, cfg.group_size)).flatten()
+    assert torch.allclose(seen[0], expected)
+
+
+def test_entropy_bonus_holds_the_entropy_up(tiny):
+    world, ref = tiny
+    with pytest.raises(ValueError, match="entropy_coef"):
+        config(entropy_coef=-0.1)
+    plain = train_grpo(ref, world, config(steps=6, lr=3e-3, eval_every=6))
+    bonus = train_grpo(ref, world, config(steps=6, lr=3e-3, eval_every=6, entropy_coef=1.0))
+    assert bonus["entropy/exact"][-1] > plain["entropy/exact"][-1]
+    assert bonus["entropy/exact"][-1] > bonus["entropy/exact"][0] - 0.05  # a strong bonus: no collapse

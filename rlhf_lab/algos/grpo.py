@@ -31,6 +31,7 @@ from rlhf_lab.worlds.base import TokenWorld
 
 SCALES = ADV_SCALES  # the old name; not scale.SCALES, the compute presets
 KL_PLACEMENTS = ("loss", "reward")
+ADVANTAGES = ("grpo", "rloo")
 
 
 @dataclass
@@ -54,6 +55,11 @@ class GRPOConfig:
         loss_type: "grpo", "bnpo", "dr_grpo" or "dapo", how token losses are averaged.
         scale_rewards: "group" (GRPO), "batch" or "none" (Dr. GRPO), what the advantage is
             divided by.
+        advantage: "grpo" — :func:`group_advantages` with ``scale_rewards`` — or "rloo" —
+            :func:`rloo_advantages`, the leave-one-out baseline, never divided by a std
+            (``scale_rewards`` must then be "none").
+        entropy_coef: c_H ≥ 0, an entropy bonus: −c_H times the mean next-token entropy over the
+            batch's valid tokens is added to the loss (and to ``loss/policy``); 0 … 0.01.
         drop_zero_std: drop groups whose rewards are all equal before the update (DAPO's
             dynamic sampling, without the resampling).
         temperature: τ > 0, sampling temperature; typical 0.7 … 1.0.
@@ -74,6 +80,8 @@ class GRPOConfig:
     kl_placement: str = "loss"
     loss_type: str = "grpo"
     scale_rewards: str = "group"
+    advantage: str = "grpo"
+    entropy_coef: float = 0.0
     drop_zero_std: bool = False
     temperature: float = 1.0
     max_grad_norm: float = 1.0
@@ -94,10 +102,30 @@ class GRPOConfig:
             "kl_placement": (self.kl_placement in KL_PLACEMENTS, f"one of {KL_PLACEMENTS}"),
             "loss_type": (self.loss_type in LOSS_TYPES, f"one of {LOSS_TYPES}"),
             "scale_rewards": (self.scale_rewards in ADV_SCALES, f"one of {ADV_SCALES}"),
+            "advantage": (self.advantage in ADVANTAGES, f"one of {ADVANTAGES}"),
+            "entropy_coef": (self.entropy_coef >= 0 and self.entropy_coef < float("inf"), ">= 0 and finite"),
             "temperature": (self.temperature > 0, "> 0"),
             "max_grad_norm": (self.max_grad_norm > 0, "> 0"),
             "eval_every": (self.eval_every >= 1, ">= 1"),
         })
+        if self.advantage == "rloo" and self.scale_rewards != "none":
+            raise ValueError(f"GRPOConfig.scale_rewards must be 'none' with advantage='rloo' (RLOO divides "
+                             f"by no std); got {self.scale_rewards!r}")
+
+
+def advantages(rewards: torch.Tensor, seq_kl: torch.Tensor, config: GRPOConfig) -> torch.Tensor:
+    """The advantages of one batch's groups as ``config`` asks: group-relative (eq-grpo-adv) or
+    leave-one-out (eq-rloo), minus β·(k1 − group mean k1) with ``kl_placement="reward"``
+    (eq-kl-reward-adv). Shape: rewards (N, G), seq_kl (N, G) → (N, G)."""
+    if config.kl_placement == "reward" and config.beta > 0 and config.advantage == "grpo":
+        # the penalty after standardising, so 1/std does not blow it up (eq-kl-reward-adv)
+        return kl_reward_advantages(rewards, seq_kl, config.beta, config.scale_rewards)
+    if config.advantage == "rloo":
+        adv = rloo_advantages(rewards)
+        if config.kl_placement == "reward" and config.beta > 0:
+            adv = adv - config.beta * (seq_kl - seq_kl.mean(dim=1, keepdim=True))
+        return adv
+    return group_advantages(rewards, config.scale_rewards)
 
 
 def train(
@@ -167,12 +195,7 @@ def train(
             logp_ref = completion_logprobs(ref_policy, rollout, world, tau)
         seq_k1 = torch.where(mask, kl_penalty(logp_old, logp_ref, "k1"), 0.0).sum(1)  # (B,)
         # 3) group-relative advantages of the raw rewards; groups with equal rewards carry none
-        if config.kl_placement == "reward" and config.beta > 0:
-            # the penalty after standardising, so 1/std does not blow it up (eq-kl-reward-adv)
-            adv = kl_reward_advantages(rewards.view(n, g), seq_k1.view(n, g), config.beta, config.scale_rewards)
-        else:
-            adv = group_advantages(rewards.view(n, g), config.scale_rewards)  # (N, G)
-        adv = adv.flatten()  # (N·G,)
+        adv = advantages(rewards.view(n, g), seq_k1.view(n, g), config).flatten()  # (N·G,)
         zero_std = rewards.view(n, g).std(dim=1) == 0  # (N,)
         keep = ~zero_std.repeat_interleave(g) if config.drop_zero_std else torch.ones_like(mask[:, 0])
         metrics = {
@@ -195,6 +218,10 @@ def train(
                 beta=config.beta if config.kl_placement == "loss" else 0.0,
                 loss_type=config.loss_type, max_tokens=world.max_new_tokens,
             )
+            if config.entropy_coef > 0:
+                # the entropy bonus: −c_H · mean next-token entropy over the valid tokens
+                bonus = masked_mean(entropy_from_logits(logits), batch.completion_mask.bool())
+                loss = loss - config.entropy_coef * bonus
             if update == 0:
                 with torch.no_grad():
                     token_entropy = entropy_from_logits(logits)  # (B, T)
