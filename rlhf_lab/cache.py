@@ -10,17 +10,24 @@ half-way, a disk that filled up, a file edited by hand), is invalid, and ``build
 rebuilds it with a warning instead of loading garbage. Parallel builders of one entry (chapters
 executed in parallel by the test suite) take a file lock, so the second one waits and loads.
 
-Introduced in chapter 00.
+A complete entry is read without taking the lock, so a read-only or shared cache serves it;
+files are written readable by everyone (0644, folders 0755), so a cache can be shared. When the
+cache must be written and cannot be, the error says to set ``RLHF_LAB_CACHE`` to a writable
+folder. Temporary folders that a killed run left behind are removed by the next build of their
+entry (under its lock, once they are ``ORPHAN_AGE_S`` old). Introduced in chapter 00.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,17 +40,57 @@ except ImportError:  # pragma: no cover - Windows
 
 ENV_VAR = "RLHF_LAB_CACHE"
 MANIFEST = "MANIFEST.json"
+ORPHAN_AGE_S = 600  # a temporary folder this old, met under its entry's lock, is a killed run's
+FILE_MODE, DIR_MODE = 0o644, 0o755  # readable by everyone: a cache can be shared
 
 
 class CacheWarning(UserWarning):
-    """A cache entry was partial or corrupted and is being rebuilt."""
+    """A cache entry was partial or corrupted and is being rebuilt, or the cache is not where asked."""
+
+
+@contextlib.contextmanager
+def _writable(folder: Path) -> Iterator[None]:
+    """Turn a refused write under ``folder`` into an error that says what to do."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        raise PermissionError(err.errno, f"the cache folder {folder} is not writable ({err.strerror}); "
+                                         f"set {ENV_VAR} to a writable folder") from err
 
 
 def cache_dir() -> Path:
-    """The cache root: ``$RLHF_LAB_CACHE`` or ``~/.cache/rlhf_lab`` (created if missing)."""
-    root = Path(os.environ.get(ENV_VAR) or Path.home() / ".cache" / "rlhf_lab").expanduser()
-    root.mkdir(parents=True, exist_ok=True)
-    return root
+    """The cache root: ``$RLHF_LAB_CACHE`` or ``~/.cache/rlhf_lab`` (created if missing).
+
+    Without a usable home folder (no ``HOME``, or one that cannot be written, as ``/nonexistent``
+    in containers) the cache goes to the temporary folder, with a ``CacheWarning``.
+
+    Raises:
+        NotADirectoryError: ``RLHF_LAB_CACHE`` names a file.
+        PermissionError: the folder ``RLHF_LAB_CACHE`` names cannot be created.
+    """
+    raw = os.environ.get(ENV_VAR)
+    if raw:
+        root = Path(raw).expanduser()
+        if root.exists() and not root.is_dir():
+            raise NotADirectoryError(f"{ENV_VAR}={raw!r} is a file, not a folder; set {ENV_VAR} to a folder")
+        with _writable(root):
+            root.mkdir(parents=True, exist_ok=True)
+        return root
+    try:
+        root = Path.home() / ".cache" / "rlhf_lab"
+        root.mkdir(parents=True, exist_ok=True)
+        return root
+    except (RuntimeError, KeyError, OSError) as err:  # no HOME, or HOME=/nonexistent
+        user = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
+        root = Path(tempfile.gettempdir()) / f"rlhf_lab-cache-{user}"
+        warnings.warn(f"no usable home folder for the cache ({err}); using {root} — set {ENV_VAR} to a folder "
+                      "to keep the cache", CacheWarning, stacklevel=2)
+        root.mkdir(parents=True, exist_ok=True)
+        if hasattr(os, "getuid") and root.stat().st_uid != os.getuid():  # a shared /tmp: not someone else's
+            raise PermissionError(f"{root} belongs to another user; set {ENV_VAR} to a folder of your own")
+        return root
 
 
 def config_key(config: dict[str, Any], length: int = 16) -> str:
@@ -82,12 +129,21 @@ def check_entry(path: str | Path) -> str | None:
         return "partial (no manifest: the run that wrote it did not finish)"
     except (json.JSONDecodeError, UnicodeDecodeError):
         return "corrupted (unreadable manifest)"
+    except PermissionError as err:
+        return f"unreadable ({err.strerror})"
+    if not isinstance(manifest, dict) or not manifest or not all(
+            isinstance(k, str) and isinstance(v, str) and not Path(k).is_absolute() and ".." not in Path(k).parts
+            for k, v in manifest.items()):
+        return "corrupted (the manifest is not a table of the entry's files and their sha256)"
     for name, digest in manifest.items():
         file = path / name
         if not file.is_file():
             return f"partial ({name} is missing)"
-        if _sha256(file) != digest:
-            return f"corrupted ({name} does not match its checksum)"
+        try:
+            if _sha256(file) != digest:
+                return f"corrupted ({name} does not match its checksum)"
+        except PermissionError as err:
+            return f"unreadable ({name}: {err.strerror})"
     return None
 
 
@@ -101,7 +157,15 @@ def _lock(target: Path) -> Iterator[None]:
     if fcntl is None:  # pragma: no cover - Windows
         yield
         return
-    with open(target.with_name(target.name + ".lock"), "w") as handle:
+    lock = target.with_name(target.name + ".lock")
+    try:
+        handle = open(lock, "a")
+    except OSError:
+        if not lock.exists():  # it cannot be created: the cache is read-only
+            with _writable(target.parent):
+                raise
+        handle = open(lock)  # someone else's lock file in a shared cache: flock needs no write access
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -126,12 +190,17 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     temporary directory is deleted and ``target`` is left as it was.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; a cache entry is readable like any other directory
+    with _writable(target.parent):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         yield tmp
         write_manifest(tmp)
+        # mkdtemp makes the folder private, and some writers (safetensors) their files: an entry is
+        # readable by everyone, like any other file
+        for path in [tmp, *tmp.rglob("*")]:
+            if not path.is_symlink():
+                path.chmod(DIR_MODE if path.is_dir() else FILE_MODE)
         _remove(target)
         os.replace(tmp, target)
     finally:
@@ -149,15 +218,31 @@ def build_or_load(
     A partial or corrupted entry is rebuilt, with a ``CacheWarning`` that says why.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if check_entry(target) is None:  # complete: read it as it is, no lock (a read-only cache serves it)
+        return load(target)
+    with _writable(target.parent):
+        target.parent.mkdir(parents=True, exist_ok=True)
     with _lock(target):
         problem = check_entry(target)
         if problem is not None:
+            _remove_orphans(target)
             if problem != "missing":
                 warnings.warn(f"{what} at {target} is {problem}; rebuilding it", CacheWarning, stacklevel=2)
             with atomic_dir(target) as tmp:
                 build(tmp)
     return load(target)
+
+
+def _remove_orphans(target: Path, max_age: float = ORPHAN_AGE_S) -> None:
+    """Delete the temporary folders of ``target`` (``.name.tmp-*``, ``.name.old-*``) that a killed run
+    left, once they are ``max_age`` seconds old. Called under the entry's lock, so no writer of
+    this entry is at work; the age spares a writer that does not take the lock (``atomic_dir``)."""
+    now = time.time()
+    for pattern in (f".{target.name}.tmp-*", f".{target.name}.old-*"):
+        for path in target.parent.glob(pattern):
+            with contextlib.suppress(OSError):
+                if stat.S_ISDIR(path.lstat().st_mode) and now - path.lstat().st_mtime > max_age:
+                    shutil.rmtree(path, ignore_errors=True)
 
 
 def _sweep_dir(name: str, config: dict[str, Any]) -> Path:

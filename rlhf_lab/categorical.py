@@ -24,6 +24,8 @@ import math
 import torch
 from torch import Tensor
 
+from rlhf_lab.validate import check_float, check_int, check_logprobs, check_probs, check_tensor
+
 
 # -- KL, entropy, expectations, the KL-regularised optimum, pass@k -----------------------------
 def kl_regularized_optimum(logp_ref: torch.Tensor, rewards: torch.Tensor, beta: float) -> torch.Tensor:
@@ -33,8 +35,8 @@ def kl_regularized_optimum(logp_ref: torch.Tensor, rewards: torch.Tensor, beta: 
 
     Shape: logp_ref (..., K), rewards (..., K) → (..., K).
     """
-    if not beta > 0:  # also rejects NaN
-        raise ValueError(f"beta must be > 0 (β, the KL coefficient), got {beta}")
+    check_float("beta (β, the KL coefficient)", beta, gt=0)
+    _check_like(check_logprobs("logp_ref", logp_ref, normalized=True), rewards, "rewards")
     # eq-kl-optimum; logsumexp inside log_softmax keeps it finite even for r/β in the thousands
     return torch.log_softmax(logp_ref + rewards / beta, dim=-1)
 
@@ -50,14 +52,24 @@ def pass_at_k(logp: torch.Tensor, gold: torch.Tensor, k: int) -> float:
     Shape:
         logp: (P, K) exact log-probs; gold: (P, K) in {0, 1}. Introduced in chapter 08.
     """
+    _check_like(check_logprobs("logp", logp, normalized=True), gold, "gold")
+    if bool(((gold != 0) & (gold != 1)).any()):
+        raise ValueError("gold must be a 0/1 verifier's rewards; it has values other than 0 and 1")
+    check_int("k", k, ge=1)
     p = (logp.double().exp() * gold.double()).sum(-1).clamp(0.0, 1.0)  # (P,) pass@1 per prompt
     # (eq-pass-k)  pass@k = 1 − (1 − p)^k
     return float((1.0 - (1.0 - p) ** k).mean())
 
 
+def _check_like(logp: Tensor, other: Tensor, name: str, finite: bool = True) -> None:
+    """``other`` a real tensor of exactly ``logp``'s shape (no broadcasting), finite unless told."""
+    check_tensor(name, other, shape=logp.shape, finite=finite, dims=f"{tuple(logp.shape)}, that of the log-probs")
+
+
 def _p_and_logp(logp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(π, log π with the −∞ entries of zero-probability outputs replaced by 0)."""
-    p = logp.exp()
+    """(π, log π with the −∞ entries of zero-probability outputs replaced by 0), after checking that
+    ``logp`` holds log-probs of whole distributions over its last dimension."""
+    p = check_logprobs("logp", logp, normalized=True).exp()
     return p, torch.where(p > 0, logp, torch.zeros_like(logp))
 
 
@@ -67,6 +79,7 @@ def kl(logp: torch.Tensor, logp_ref: torch.Tensor) -> torch.Tensor:
     It is +∞ when π puts mass where π_ref has none. Shape: (..., K), (..., K) → (...).
     """
     p, logp_safe = _p_and_logp(logp)
+    _check_like(check_logprobs("logp_ref", logp_ref, normalized=True), logp, "logp", finite=False)
     ref_safe = torch.where(p > 0, logp_ref, torch.zeros_like(logp_ref))
     return (p * (logp_safe - ref_safe)).sum(-1)
 
@@ -82,25 +95,27 @@ def expected(logp: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
 
     Shape: logp (..., K), values (..., K) → (...).
     """
-    p = logp.exp()
+    p = _p_and_logp(logp)[0]
+    _check_like(logp, values, "values", finite=False)
+    if bool((torch.isnan(values) & (p > 0)).any()):  # values where π = 0 may be anything, even inf
+        raise ValueError("values must not be NaN where π > 0")
     return (p * torch.where(p > 0, values, torch.zeros_like(values))).sum(-1)
 
 
 # -- best of n samples (chapter 06) -------------------------------------------------------------
 def _check_n(n: int) -> None:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be an integer >= 1; got {n!r}")
+    check_int("n", n, ge=1)
 
 
 def _check_categorical(probs: Tensor, rewards: Tensor) -> None:
-    if probs.dim() != 1 or probs.shape != rewards.shape or probs.numel() == 0:
+    if check_tensor("probs", probs, kind="float").dim() != 1 or probs.shape != check_tensor("rewards", rewards).shape \
+            or probs.numel() == 0:
         raise ValueError(
             f"probs and rewards must both have shape (K,) with K >= 1; got {tuple(probs.shape)} "
             f"and {tuple(rewards.shape)}"
         )
-    total = probs.sum().item()
-    if bool((probs < 0).any()) or not math.isclose(total, 1.0, abs_tol=1e-5):
-        raise ValueError(f"probs must be nonnegative and sum to 1; got sum {total:.6g}")
+    check_probs("probs", probs)
+    check_tensor("rewards", rewards, finite=True)
 
 
 def bon_kl_bound(n: int) -> float:
@@ -206,6 +221,8 @@ def prefix_groups(tokens: Tensor, lengths: Tensor) -> Tensor:
 
     Shape: tokens (K, L) right-padded ids, lengths (K,) → groups (K, L + 1) long.
     """
+    check_tensor("tokens", tokens, kind="int", ndim=2, dims="(K, L)")
+    check_tensor("lengths", lengths, kind="int", shape=tokens.shape[:1], dims="(K,)")
     k, length = tokens.shape
     groups = torch.zeros((k, length + 1), dtype=torch.long)  # m = 0: every completion starts at x
     for m in range(1, length + 1):
@@ -223,6 +240,9 @@ def group_expectation(x: Tensor, p: Tensor, groups: Tensor) -> Tensor:
 
     Shape: x (K,), p (K,), groups (K,) → (K,).
     """
+    check_tensor("x", x, ndim=1, finite=True, dims="(K,)")
+    check_probs("p", check_tensor("p", p, kind="float", shape=x.shape, dims="(K,), that of x"))
+    check_tensor("groups", groups, kind="int", shape=x.shape, dims="(K,), that of x")
     valid = groups >= 0
     g = groups[valid]
     mass = torch.bincount(g, weights=p[valid].double())  # π(prefix) of each group

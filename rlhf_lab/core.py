@@ -1,9 +1,9 @@
 """Pure tensor math shared by every algorithm: log-probs, entropy, KL estimators, masked
 statistics, GAE and the critic's explained variance.
 
-Every function here is pure (tensors in, tensors out, no state) and checks the shapes it is
-given, raising ``ValueError`` with the argument's name, because a silently broadcast mask is the
-most common bug in RLHF code. Shapes: B batch, T tokens, V vocab. Log-probs are natural log.
+Every function here is pure (tensors in, tensors out, no state) and checks its arguments
+(``validate.py``: type, dtype, shape, NaN), raising an error with the argument's name, because a
+silently broadcast mask is the most common bug in RLHF code. Shapes: B batch, T tokens, V vocab.
 
 Masks mark valid positions: a bool tensor, or a 0/1 float tensor (any nonzero entry counts as
 valid). Padded positions are selected out with ``torch.where`` rather than multiplied by zero,
@@ -15,20 +15,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from rlhf_lab.validate import (check_bool, check_choice, check_float, check_ids, check_int, check_logprobs,
+                               check_mask, check_tensor)
+
 KL_KINDS = ("k1", "k2", "k3")
-
-
-def _mask_like(mask: Tensor, x: Tensor, x_name: str) -> Tensor:
-    """``mask`` as a bool tensor, after checking that it has exactly the shape of ``x``."""
-    if mask.shape != x.shape:
-        raise ValueError(f"mask has shape {tuple(mask.shape)} but {x_name} has shape {tuple(x.shape)}")
-    return mask.bool()
-
-
-def _check_unit_interval(value: float, name: str) -> None:
-    # `not (0 <= v <= 1)` also rejects nan, which `v < 0 or v > 1` would let through.
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1], got {value}")
 
 
 def token_logprobs(logits: Tensor, tokens: Tensor) -> Tensor:
@@ -49,18 +39,18 @@ def token_logprobs(logits: Tensor, tokens: Tensor) -> Tensor:
         logits (B, T, V), tokens (B, T) → (B, T).
 
     Raises:
-        ValueError: if ``tokens`` is not an integer tensor or its shape is not
-            ``logits.shape[:-1]``.
+        ValueError: ``tokens`` are not integer ids in 0 … V − 1 of shape ``logits.shape[:-1]``.
 
     Introduced in chapter 02.
     """
-    if tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
-        raise ValueError(f"tokens must be an integer tensor, got dtype {tokens.dtype}")
+    check_tensor("logits", logits, kind="float", finite=True, neg_inf=True)
+    check_tensor("tokens", tokens, kind="int")
     if logits.dim() < 2 or tokens.shape != logits.shape[:-1]:
         raise ValueError(
             f"tokens has shape {tuple(tokens.shape)} but logits has shape {tuple(logits.shape)}; "
             "tokens must have shape logits.shape[:-1] (shift logits and tokens before calling)"
         )
+    check_ids("tokens", tokens, logits.shape[-1], "token ids (V = logits.shape[-1])")
     logp_all = torch.log_softmax(logits, dim=-1)  # (B, T, V)
     return logp_all.gather(-1, tokens.long().unsqueeze(-1)).squeeze(-1)  # (B, T)
 
@@ -87,7 +77,9 @@ def sequence_logprobs(token_logp: Tensor, mask: Tensor, average: bool = False) -
 
     Introduced in chapter 02; the length-averaged form in chapter 07.
     """
-    valid = _mask_like(mask, token_logp, "token_logp")
+    valid = check_mask("mask", mask, check_tensor("token_logp", token_logp, kind="float"), "token_logp")
+    check_logprobs("token_logp", token_logp, mask=valid)
+    check_bool("average", average)
     total = torch.where(valid, token_logp, 0.0).sum(dim=-1)
     return total / valid.sum(dim=-1) if average else total
 
@@ -111,6 +103,7 @@ def entropy_from_logits(logits: Tensor) -> Tensor:
 
     Introduced in chapter 02; chapter 09 tracks it through entropy collapse.
     """
+    check_tensor("logits", logits, kind="float", finite=True, neg_inf=True, nonempty=True)
     logp = torch.log_softmax(logits, dim=-1)  # (..., V)
     p = logp.exp()
     # masked_fill, not where: its backward sends a zero gradient to the filled entries.
@@ -147,15 +140,20 @@ def kl_penalty(logp: Tensor, logp_ref: Tensor, kind: str = "k1") -> Tensor:
         logp (...), logp_ref (...) → (...), the same shape.
 
     Raises:
-        ValueError: if ``kind`` is unknown or the shapes differ.
+        ValueError: an unknown ``kind``, shapes that differ, ``logp`` not log-probs (> 0, NaN).
 
     Introduced in chapter 04; k3 as a loss term in chapter 08.
     """
-    if kind not in KL_KINDS:
-        raise ValueError(f"kind must be one of {KL_KINDS}, got {kind!r}")
-    if logp_ref.shape != logp.shape:
+    check_choice("kind", kind, KL_KINDS)
+    if check_tensor("logp_ref", logp_ref, kind="float").shape != check_tensor("logp", logp, kind="float").shape:
         raise ValueError(f"logp_ref has shape {tuple(logp_ref.shape)} but logp has shape {tuple(logp.shape)}")
-    log_r = logp_ref - logp
+    check_logprobs("logp", logp)  # π's log-probs of its own samples: ≤ 0 (logp_ref may be any log-ratio)
+    check_tensor("logp_ref", logp_ref, finite=True, neg_inf=True)
+    return kl_estimate(logp_ref - logp, kind)
+
+
+def kl_estimate(log_r: Tensor, kind: str) -> Tensor:
+    """:func:`kl_penalty` of log r = log π_ref − log π, unchecked (for losses that check their inputs)."""
     if kind == "k1":
         return -log_r
     if kind == "k2":
@@ -180,11 +178,12 @@ def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
         x (...), mask (...) → () if dim is None, else (...) without ``dim``.
 
     Raises:
-        ValueError: if ``mask`` does not have the shape of ``x``.
+        ValueError: if ``mask`` does not have the shape of ``x`` or a valid entry is NaN/inf.
 
     Introduced in chapter 04.
     """
-    valid = _mask_like(mask, x, "x")
+    valid = check_mask("mask", mask, x, "x", finite=True)
+    check_int("dim", dim, ge=-x.dim(), le=x.dim() - 1, none=True)
     masked = torch.where(valid, x, 0.0)
     if dim is None:
         return masked.sum() / valid.sum()
@@ -215,7 +214,8 @@ def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True) -> Tensor:
 
     Introduced in chapter 04.
     """
-    valid = _mask_like(mask, x, "x")
+    valid = check_mask("mask", mask, x, "x", finite=True)
+    check_bool("shift_mean", shift_mean)
     n = int(valid.sum())
     if n < 2:
         raise ValueError(f"mask selects {n} valid entries; whitening needs at least 2")
@@ -228,9 +228,7 @@ def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True) -> Tensor:
     return whitened
 
 
-def gae(
-    rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float
-) -> tuple[Tensor, Tensor]:
+def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float) -> tuple[Tensor, Tensor]:
     """Generalised advantage estimation (Schulman et al. 2016, arXiv 1506.02438).
 
     δ_t = r_t + γ V_{t+1} − V_t and Â_t = Σ_l (γλ)^l δ_{t+l}, computed backwards in one pass
@@ -260,16 +258,17 @@ def gae(
 
     Introduced in chapter 03.
     """
-    if values.shape != rewards.shape:
+    if check_tensor("values", values).shape != check_tensor("rewards", rewards).shape:
         raise ValueError(f"values has shape {tuple(values.shape)} but rewards has shape {tuple(rewards.shape)}")
     if rewards.dim() != 2:
         raise ValueError(f"rewards must have shape (B, T), got {tuple(rewards.shape)}")
-    valid = _mask_like(mask, rewards, "rewards")
+    valid = check_mask("mask", mask, rewards, "rewards", finite=True)
     # A hole in the mask would silently end the episode early, so only right padding is allowed.
     if bool((valid[:, 1:] & ~valid[:, :-1]).any()):
         raise ValueError("mask must be right-padded: in each row, ones then zeros")
-    _check_unit_interval(gamma, "gamma")
-    _check_unit_interval(lam, "lam")
+    check_tensor("values", values, finite=True, mask=valid)
+    check_float("gamma", gamma, ge=0.0, le=1.0)
+    check_float("lam", lam, ge=0.0, le=1.0)
 
     # Padding holds no reward and no value, so δ_t = 0 there and V after the last valid token
     # is 0: nothing flows back into the valid prefix, and padded advantages stay 0.
@@ -294,6 +293,7 @@ def explained_variance(values: Tensor, returns: Tensor, mask: Tensor) -> float:
 
     Shape: values (B, T), returns (B, T), mask (B, T) → a float. Introduced in chapter 03.
     """
-    valid = _mask_like(mask, values, "values")
+    valid = check_mask("mask", mask, values, "values", finite=True)
+    check_tensor("returns", returns, shape=values.shape, finite=True, mask=valid, dims="(B, T), that of values")
     var_ret = returns[valid].var()
     return float(1.0 - (returns - values)[valid].var() / var_ret) if var_ret > 0 else float("nan")

@@ -21,14 +21,16 @@ from pathlib import Path
 import datasets
 import torch
 
+from rlhf_lab.hub import looks_like_path, offline_reason
 from rlhf_lab.scale import get_seed
+from rlhf_lab.validate import (check_callable, check_float, check_instance, check_int, check_logprobs, check_tensor,
+                               check_texts)
 from rlhf_lab.worlds.base import TokenWorld
 
 # file extension → the `datasets` builder that reads it
 _BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 # the marker before each assistant turn in Anthropic HH-style transcripts
 _ASSISTANT = "\n\nAssistant:"
-_TRUE = {"1", "true", "yes", "on"}
 # a policy so sure of itself that two distinct completions are this hard to draw is refused
 _MAX_REDRAWS = 100
 
@@ -42,15 +44,20 @@ def check_preferences(dataset: datasets.Dataset, name: str = "dataset") -> None:
     The check every trainer on preference pairs (the reward model, DPO) makes first; ``name``
     is the argument's name in the message.
     """
+    check_instance(name, dataset, datasets.Dataset, "a datasets.Dataset with columns prompt, chosen, rejected")
     missing = [c for c in PREFERENCE_COLUMNS if c not in dataset.column_names]
     if missing:
         raise ValueError(f"{name} needs columns {list(PREFERENCE_COLUMNS)}; missing {missing}")
     if len(dataset) == 0:
         raise ValueError(f"{name} is empty: it needs at least one preference pair")
+    for column in PREFERENCE_COLUMNS:
+        if getattr(dataset.features[column], "dtype", None) not in ("string", "large_string"):
+            raise ValueError(f"{name}'s column {column!r} must hold strings; it holds {dataset.features[column]}")
 
 
 def prompt_dataset(world: TokenWorld) -> datasets.Dataset:
     """One row per prompt of ``world``, column ``prompt``."""
+    check_instance("world", world, TokenWorld, "a TokenWorld")
     return datasets.Dataset.from_dict({"prompt": list(world.prompts)})
 
 
@@ -84,10 +91,11 @@ def preference_dataset(
     Returns:
         A ``datasets.Dataset`` with columns prompt, chosen, rejected, chosen_gold, rejected_gold.
     """
-    if n_pairs < 1:
-        raise ValueError(f"n_pairs must be ≥ 1, got {n_pairs}")
-    if not label_noise >= 0:
-        raise ValueError(f"label_noise must be ≥ 0 (τ, the Bradley–Terry temperature), got {label_noise}")
+    check_instance("world", world, TokenWorld, "a TokenWorld")
+    check_int("n_pairs", n_pairs, ge=1)
+    check_float("label_noise (τ, the Bradley–Terry temperature)", label_noise, ge=0)
+    check_int("seed", seed, none=True)
+    check_callable("sample_fn", sample_fn, "a function prompts -> completions", none=True)
     if (logp is None) == (sample_fn is None):
         raise ValueError("pass exactly one of logp (exact log-probs (P, K)) and sample_fn (a sampler)")
     g = torch.Generator().manual_seed(get_seed() if seed is None else seed)
@@ -117,8 +125,9 @@ def _pairs_from_logp(
     """Two distinct completions per prompt row drawn i.i.d. from π = exp(logp), redrawn while equal."""
     completions = world.enumerate_completions()
     shape = (len(world.prompts), len(completions))
-    if tuple(logp.shape) != shape:
+    if tuple(check_tensor("logp", logp, kind="float").shape) != shape:
         raise ValueError(f"logp must have shape (P, K) = {shape}, got {tuple(logp.shape)}")
+    check_logprobs("logp", logp, normalized=True)
     probs = logp.detach().double().cpu().exp()
     idx = torch.empty(len(rows), 2, dtype=torch.long)
     todo = torch.arange(len(rows))
@@ -139,7 +148,7 @@ def _pairs_from_sampler(
     prompts: list[str], sample_fn: Callable[[list[str]], list[str]]
 ) -> tuple[list[str], list[str]]:
     """Two distinct completions per prompt from ``sample_fn``, redrawn while equal."""
-    a, b = list(sample_fn(prompts)), list(sample_fn(prompts))
+    a, b = check_texts("sample_fn's output", sample_fn(prompts)), check_texts("sample_fn's output", sample_fn(prompts))
     if len(a) != len(prompts) or len(b) != len(prompts):
         raise ValueError(f"sample_fn must return one completion per prompt ({len(prompts)}), got {len(a)}")
     todo = [i for i in range(len(prompts)) if a[i] == b[i]]
@@ -174,8 +183,12 @@ def load_preferences(name_or_path: str | os.PathLike, split: str = "train") -> d
 
     Raises:
         ValueError: the data has no chosen/rejected columns, or a file type is not supported.
+        FileNotFoundError: a name that looks like a path (``./``, ``/``, ``~``, a file suffix) does
+            not exist: a typo is reported, not sent to the hub.
         RuntimeError: a hub name could not be loaded (offline, or it does not exist).
     """
+    check_instance("name_or_path", name_or_path, (str, os.PathLike), "a file or folder path, or a hub name")
+    check_instance("split", split, str, "a split name such as 'train'")
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         data = datasets.load_from_disk(str(path))
@@ -188,15 +201,12 @@ def load_preferences(name_or_path: str | os.PathLike, split: str = "train") -> d
         if builder is None:
             raise ValueError(f"name_or_path={str(path)!r}: file type must be one of {sorted(_BUILDERS)}")
         data = datasets.load_dataset(builder, data_files={split: str(path)}, split=split)
+    elif looks_like_path(name_or_path):
+        raise FileNotFoundError(f"name_or_path={str(name_or_path)!r} looks like a local path, but there is no "
+                                f"file or folder there")
     else:
         data = _load_from_hub(str(name_or_path), split)
     return _to_preference_columns(data)
-
-
-def _offline() -> bool:
-    """Whether hub access is switched off now (the variables may be set after `datasets` is imported)."""
-    env = any(os.environ.get(v, "").strip().lower() in _TRUE for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
-    return env or bool(datasets.config.HF_HUB_OFFLINE)
 
 
 def _load_from_hub(name: str, split: str) -> datasets.Dataset:
@@ -204,14 +214,15 @@ def _load_from_hub(name: str, split: str) -> datasets.Dataset:
         f"Download it where the hub is reachable (datasets.load_dataset({name!r}, split={split!r})"
         ".save_to_disk('some/dir')) and pass that folder, or a .json/.jsonl/.parquet/.csv file, as name_or_path."
     )
-    # `datasets` reads the offline switch once at import; if it was set later, it would still
-    # try the network, so we refuse here instead
-    if _offline() and not datasets.config.HF_HUB_OFFLINE:
-        raise RuntimeError(f"{name!r} is not a local path and the hub is offline (HF_HUB_OFFLINE). {how}")
+    # `datasets` reads the offline switch once at import: if it was set later, or the hub cannot be
+    # reached, it would still try the network (and retry for a minute), so we refuse here instead
+    reason = None if datasets.config.HF_HUB_OFFLINE else offline_reason(("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    if reason is not None:
+        raise RuntimeError(f"{name!r} is not a local path and {reason} (offline: HF_HUB_OFFLINE). {how}")
     try:
         return datasets.load_dataset(name, split=split)
     except Exception as err:  # offline, no such dataset, no network: one clear message
-        state = "the hub is offline (HF_HUB_OFFLINE)" if _offline() else "the hub could not serve it"
+        state = "the hub is offline (HF_HUB_OFFLINE)" if datasets.config.HF_HUB_OFFLINE else "the hub could not serve it"
         raise RuntimeError(f"could not load {name!r}: it is not a local path and {state} ({err}). {how}") from err
 
 

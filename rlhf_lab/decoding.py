@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 
 from rlhf_lab.models import position_ids_from_mask
+from rlhf_lab.validate import check_float, check_int, check_mask, check_tensor
 
 
 class _CachedLM:
@@ -147,7 +148,15 @@ def sample_ids(
 
     Shape: prompt_ids, prompt_mask (B, Tp), left-padded → completion_ids, completion_mask,
     logp, each (B, Tc) with Tc ≤ max_new_tokens (the loop stops once every row has ended).
+
+    Raises:
+        FloatingPointError: the policy's next-token distribution was NaN (its weights diverged,
+            e.g. after a learning rate far too high): nothing it sampled would mean anything.
     """
+    check_tensor("prompt_ids", prompt_ids, kind="int", ndim=2, nonempty=True, dims="(B, Tp)")
+    check_mask("prompt_mask", prompt_mask, prompt_ids, "prompt_ids")
+    check_int("max_new_tokens", max_new_tokens, ge=1)
+    check_float("temperature", temperature, gt=0)
     batch, prompt_len = prompt_ids.shape
     device = prompt_ids.device
     if _GPT2Decoder.supports(policy):
@@ -201,6 +210,11 @@ def sample_ids(
         first = _one_row_per_slot(slot, rows, len(pairs))  # a slot's rows share prompt and positions
         # 5) feed the sampled tokens back; the cache holds everything before them
         logits = decoder.step((pairs % vocab)[:, None], next_pos[first] + t, attention[first, : prompt_len + t + 1])
+    # a NaN logit makes the log-softmax of its row NaN and argmax picks a NaN entry, so one check
+    # of the sampled log-probs, after the loop, sees every NaN (and costs nothing per token)
+    if bool(torch.isnan(logp).any()):
+        raise FloatingPointError("the policy's next-token logits are not finite (nan) while sampling: its weights "
+                                 "have diverged (a learning rate or β far too high?) or its input is broken")
     return tokens[:, :steps], attention[:, prompt_len: prompt_len + steps], logp[:, :steps]
 
 

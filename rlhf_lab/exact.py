@@ -18,15 +18,16 @@ import torch
 
 from rlhf_lab.categorical import (PASS_K, entropy, expected, kl, kl_regularized_optimum,  # noqa: F401  (re-exported)
                                   pass_at_k)
+from rlhf_lab.validate import (check_ids, check_instance, check_int, check_logprobs, check_tensor, check_texts,
+                               check_vocab)
 from rlhf_lab.worlds.base import EOS, TokenWorld
 
 
 # -- exact log-probs of a causal LM ------------------------------------------------------------
 def count_completions(world: TokenWorld) -> int:
     """K = Σ_{n<L} W^n + W^L: completions with n words and EOS, plus the L-word truncated ones."""
-    w = len(world.completion_vocab) - 1
-    length = world.max_new_tokens
-    return sum(w**n for n in range(length)) + w**length
+    check_instance("world", world, TokenWorld, "a TokenWorld")
+    return world.n_completions()
 
 
 def _model_device(policy: torch.nn.Module) -> torch.device:
@@ -64,11 +65,11 @@ def exact_logprobs(
         float64 tensor (P, K) on the CPU, in ``world.enumerate_completions()`` order; each row
         log-sum-exps to 0.
     """
-    if not world.enumerable:
-        raise ValueError(f"world {world.name!r} at this scale is not enumerable")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
-    prompts = list(world.prompts if prompts is None else prompts)
+    check_instance("world", world, TokenWorld, "a TokenWorld")
+    world.check_enumerable()
+    check_vocab(policy, world)  # before any forward pass
+    check_int("batch_size", batch_size, ge=1)
+    prompts = _prompts_of(world, prompts)
     table = world.token_to_id()
     words = [t for t in world.completion_vocab if t != EOS]
     w, length = len(words), world.max_new_tokens
@@ -144,6 +145,15 @@ def _group_logprobs(
     return torch.cat(out, dim=1)
 
 
+def _prompts_of(world: TokenWorld, prompts: Sequence[str] | None) -> list[str]:
+    """``prompts`` (default all of the world's), checked to be prompts of ``world``."""
+    prompts = list(world.prompts) if prompts is None else check_texts("prompts", prompts)
+    unknown = [x for x in prompts if x not in world.prompts]
+    if unknown:
+        raise ValueError(f"prompts must be prompts of world {world.name!r}; got {unknown[:3]}")
+    return prompts
+
+
 # -- an enumerated world -----------------------------------------------------------------------
 class Enumeration:
     """Every completion of an enumerable world, its gold rewards, and exact metrics.
@@ -156,8 +166,10 @@ class Enumeration:
     """
 
     def __init__(self, world: TokenWorld, prompts: Sequence[str] | None = None) -> None:
+        check_instance("world", world, TokenWorld, "a TokenWorld")
+        world.check_enumerable()
         self.world = world
-        self.prompts = list(world.prompts if prompts is None else prompts)
+        self.prompts = _prompts_of(world, prompts)
         self.completions = world.enumerate_completions()
         k = len(self.completions)
         self.gold = torch.stack(
@@ -197,7 +209,8 @@ class Enumeration:
         logp = self._check(logp, "logp").double()
         out = {"reward/gold": float(expected(logp, self.gold).mean())}
         if proxy is not None:
-            out["reward/proxy"] = float(expected(logp, self._check(proxy, "proxy").double()).mean())
+            proxy = check_tensor("proxy", self._check(proxy, "proxy"), finite=True)
+            out["reward/proxy"] = float(expected(logp, proxy.double()).mean())
         if logp_ref is not None:
             out["kl/exact"] = float(kl(logp, self._check(logp_ref, "logp_ref").double()).mean())
         out["entropy/exact"] = float(entropy(logp).mean())
@@ -210,23 +223,25 @@ class Enumeration:
 
         Shape: logp (P, K) → indices (P, n) into ``completions``.
         """
-        if n < 1:
-            raise ValueError(f"n must be ≥ 1, got {n}")
-        probs = self._check(logp, "logp").double().exp()
+        check_int("n", n, ge=1)
+        probs = check_logprobs("logp", self._check(logp, "logp"), normalized=True).double().exp()
         return torch.multinomial(probs, n, replacement=True, generator=generator)
 
     def texts(self, indices: torch.Tensor) -> list:
         """Completion texts of an index tensor, nested like it (a (P, n) tensor → P lists of n)."""
+        check_ids("indices", indices, len(self.completions), "completion indices")
         return _map_nested(indices.tolist(), self.completions)
 
     def index(self, completions: Sequence[str]) -> torch.Tensor:
         """Indices of completion texts into ``completions``. Shape: → (len(completions),)."""
+        completions = check_texts("completions", completions, nonempty=False)
         missing = [c for c in completions if c not in self._index]
         if missing:
             raise ValueError(f"completions not in the enumeration: {missing[:3]}")
         return torch.tensor([self._index[c] for c in completions], dtype=torch.long)
 
     def _check(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        check_tensor(name, x, dims=f"(P, K) = {self.shape}")
         if tuple(x.shape) != self.shape:
             raise ValueError(f"{name} must have shape (P, K) = {self.shape}, got {tuple(x.shape)}")
         return x.cpu()

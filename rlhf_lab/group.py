@@ -20,17 +20,20 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rlhf_lab.core import kl_penalty, masked_mean
+from rlhf_lab.core import kl_estimate, masked_mean
+from rlhf_lab.validate import check_choice, check_float, check_int, check_tensor
 
 ADV_SCALES = ("group", "batch", "none")  # what group_advantages divides by
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")  # how grpo_loss averages the token losses
 
 
 def _check_groups(rewards: Tensor) -> None:
-    if rewards.dim() != 2 or rewards.shape[1] < 2:
+    check_tensor("rewards", rewards)
+    if rewards.dim() != 2 or rewards.shape[1] < 2 or rewards.shape[0] < 1:
         raise ValueError(
-            f"rewards must have shape (N, G) with group size G >= 2; got {tuple(rewards.shape)}"
+            f"rewards must have shape (N, G) with N >= 1 and group size G >= 2; got {tuple(rewards.shape)}"
         )
+    check_tensor("rewards", rewards, finite=True)
 
 
 def group_advantages(rewards: Tensor, scale: str = "group", eps: float = 1e-4) -> Tensor:
@@ -59,10 +62,8 @@ def group_advantages(rewards: Tensor, scale: str = "group", eps: float = 1e-4) -
     Introduced in chapter 08 (GRPO).
     """
     _check_groups(rewards)
-    if scale not in ADV_SCALES:
-        raise ValueError(f"scale must be one of {ADV_SCALES}; got {scale!r}")
-    if not eps >= 0:
-        raise ValueError(f"eps must be >= 0; got {eps}")
+    check_choice("scale", scale, ADV_SCALES)
+    check_float("eps", eps, ge=0)
     # integer 0/1 rewards (a verifier's) are accepted: mean and std need a floating dtype
     rewards = rewards.detach() if rewards.is_floating_point() else rewards.detach().float()
     centered = rewards - rewards.mean(dim=1, keepdim=True)
@@ -121,10 +122,9 @@ def kl_reward_advantages(rewards: Tensor, seq_kl: Tensor, beta: float, scale: st
     Shape:
         rewards: (N, G); seq_kl: (N, G) → (N, G). Introduced in chapter 08.
     """
-    if seq_kl.shape != rewards.shape:
-        raise ValueError(f"seq_kl must have the shape of rewards {tuple(rewards.shape)}; got {tuple(seq_kl.shape)}")
-    if not beta >= 0:
-        raise ValueError(f"beta must be >= 0; got {beta}")
+    _check_groups(rewards)
+    check_tensor("seq_kl", seq_kl, shape=rewards.shape, finite=True, dims=f"{tuple(rewards.shape)}, that of rewards")
+    check_float("beta", beta, ge=0)
     adv = group_advantages(rewards, scale)
     seq_kl = seq_kl.detach().to(adv.dtype)
     # (eq-kl-reward-adv)  A_i = Â_i − β (k1_i − mean_group k1)
@@ -195,25 +195,27 @@ def grpo_loss(
 
     Introduced in chapter 08 (GRPO).
     """
-    shapes = {"logp": logp.shape, "logp_old": logp_old.shape, "mask": mask.shape}
+    tensors = {"logp": logp, "logp_old": logp_old, "mask": mask, "adv": adv}
     if logp_ref is not None:
-        shapes["logp_ref"] = logp_ref.shape
+        tensors["logp_ref"] = logp_ref
+    for name, x in tensors.items():
+        check_tensor(name, x, kind={"mask": "mask", "adv": "real"}.get(name, "float"))
+    shapes = {name: x.shape for name, x in tensors.items() if name != "adv"}
     if logp.dim() != 2 or len(set(shapes.values())) != 1:
         raise ValueError(f"logp, logp_old, logp_ref and mask must share a shape (B, T): {shapes}")
     if adv.shape != logp.shape[:1]:
         raise ValueError(f"adv must have shape (B,) = {tuple(logp.shape[:1])}; got {tuple(adv.shape)}")
+    check_float("eps_low", eps_low, gt=0.0, lt=1.0)
+    check_float("eps_high", eps_high, gt=0.0, none=True)
     eps_high = eps_low if eps_high is None else eps_high
-    if not 0.0 < eps_low < 1.0:
-        raise ValueError(f"eps_low must be in (0, 1); got {eps_low}")
-    if not eps_high > 0.0:
-        raise ValueError(f"eps_high must be > 0; got {eps_high}")
-    if not beta >= 0.0:
-        raise ValueError(f"beta must be >= 0; got {beta}")
+    check_float("beta", beta, ge=0.0)
     if beta > 0 and logp_ref is None:
         raise ValueError("logp_ref is required when beta > 0")
-    if loss_type not in LOSS_TYPES:
-        raise ValueError(f"loss_type must be one of {LOSS_TYPES}; got {loss_type!r}")
+    check_choice("loss_type", loss_type, LOSS_TYPES)
+    check_int("max_tokens", max_tokens, ge=1, none=True)
     valid = mask.bool()
+    for name, x in tensors.items():
+        check_tensor(name, x, finite=True, mask=None if name == "adv" else valid)
     longest = int(valid.sum(dim=1).max().item()) if valid.numel() else 0
     if loss_type == "dr_grpo" and (max_tokens is None or max_tokens < max(longest, 1)):
         raise ValueError(f"max_tokens must be an int >= the longest sequence ({longest}) for dr_grpo; got {max_tokens}")
@@ -231,7 +233,7 @@ def grpo_loss(
     per_token = -torch.min(ratio * adv, clipped_ratio * adv)
     if beta > 0:
         # (eq-grpo-kl)  ℓ_t += β k3_t,  k3 = π_ref/π_θ − log(π_ref/π_θ) − 1
-        kl = kl_penalty(logp, logp_ref, kind="k3")
+        kl = kl_estimate(logp_ref - logp, "k3")
         per_token = per_token + beta * kl
 
     token_sum = torch.where(valid, per_token, 0.0).sum(dim=1)  # (B,)

@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from rlhf_lab.validate import check_bool, check_instance, check_int, check_texts
+
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Positions counted over real tokens only, so left padding does not shift them.
@@ -36,6 +38,7 @@ class ValueHead(nn.Module):
     """A linear map from a hidden state to one number. Shape: (..., H) → (...)."""
 
     def __init__(self, hidden_size: int) -> None:
+        check_int("hidden_size", hidden_size, ge=1)
         super().__init__()
         self.linear = nn.Linear(hidden_size, 1)
         nn.init.zeros_(self.linear.weight)  # every output starts at 0: no initial preference
@@ -70,6 +73,7 @@ class _ScalarHeadModel(nn.Module):
     @classmethod
     def from_policy(cls, policy: nn.Module):
         """Start from a copy of ``policy``'s transformer (its LM head is dropped), on its device."""
+        check_instance("policy", policy, nn.Module, "a transformers model (e.g. a GPT2LMHeadModel)")
         device = next(policy.parameters()).device
         return cls(_backbone_from(policy)).to(device)
 
@@ -141,8 +145,9 @@ class RewardModel(_ScalarHeadModel):
     @torch.no_grad()
     def score_texts(self, texts: list[str], tokenizer, batch_size: int = 256, raw: bool = False) -> torch.Tensor:
         """Scores of whole texts (prompt + " " + completion). Shape (len(texts),), on CPU."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+        texts = check_texts("texts", texts, nonempty=False)
+        check_int("batch_size", batch_size, ge=1)
+        check_bool("raw", raw)
         device = next(self.parameters()).device
         out = []
         for start in range(0, len(texts), batch_size):

@@ -24,6 +24,7 @@ import plotly.graph_objects as go
 
 from rlhf_lab import plots, widgets
 from rlhf_lab.history import History
+from rlhf_lab.validate import check_bool, check_float, check_texts
 
 
 class LiveCurves:
@@ -57,8 +58,9 @@ class LiveCurves:
     ) -> None:
         if isinstance(keys, str) or len(keys) == 0:
             raise ValueError(f"keys must be a non-empty list of metric keys; got {keys!r}")
-        if not min_interval >= 0:
-            raise ValueError(f"min_interval must be >= 0 seconds; got {min_interval!r}")
+        check_texts("keys", keys)
+        check_float("min_interval (seconds)", min_interval, ge=0)
+        check_bool("static", static, none=True)
         self.keys = list(keys)
         self.min_interval = min_interval
         self.static = widgets.is_static() if static is None else static

@@ -33,7 +33,9 @@ import torch.nn.functional as F
 from rlhf_lab.cache import build_or_load, cache_dir, config_key
 from rlhf_lab.heads import (RewardModel, ValueHead, ValueModel, last_token_index,  # noqa: F401  (re-exported)
                             position_ids_from_mask)
+from rlhf_lab.hub import local_folder, looks_like_path, offline_reason
 from rlhf_lab.scale import Scale, get_scale
+from rlhf_lab.validate import check_bool, check_instance, check_tensor
 from rlhf_lab.worlds.base import EOS, PAD, UNK, TokenWorld
 
 # Bump when pretraining changes in a way that changes the weights, so stale caches are not used.
@@ -67,6 +69,7 @@ def build_tokenizer(world: TokenWorld):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
+    check_instance("world", world, TokenWorld, "a TokenWorld (e.g. ReviewsWorld, ArithmeticWorld)")
     if list(world.vocab[:3]) != [PAD, EOS, UNK]:
         raise ValueError(f"world.vocab must start with {[PAD, EOS, UNK]}, got {list(world.vocab[:3])}")
     backend = Tokenizer(models.WordLevel({tok: i for i, tok in enumerate(world.vocab)}, unk_token=UNK))
@@ -86,6 +89,8 @@ def build_policy(world: TokenWorld, scale: Scale | None = None):
     """A freshly initialised ``GPT2LMHeadModel`` sized by ``scale`` (default: ``get_scale()``)."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
+    check_instance("world", world, TokenWorld, "a TokenWorld (e.g. ReviewsWorld, ArithmeticWorld)")
+    check_instance("scale", scale, Scale, "a Scale (get_scale('ci'), …)", none=True)
     scale = scale or get_scale()
     config = GPT2Config(
         vocab_size=len(world.vocab), n_positions=_n_positions(world),
@@ -133,6 +138,7 @@ def lm_loss(model, ids: torch.Tensor, pad_id: int) -> torch.Tensor:
 
     Shape: ids (B, T), right-padded.
     """
+    check_tensor("ids", ids, kind="int", ndim=2, nonempty=True, dims="(B, T)")
     mask = (ids != pad_id).long()
     logits = model(input_ids=ids, attention_mask=mask).logits  # (B, T, V)
     target = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
@@ -186,6 +192,9 @@ def pretrain_reference(world: TokenWorld, scale: Scale | None = None, *, cache: 
     """
     from transformers import GPT2LMHeadModel
 
+    check_instance("scale", scale, Scale, "a Scale (get_scale('ci'), …)", none=True)
+    check_bool("cache", cache)
+    check_bool("progress", progress)
     scale = scale or get_scale()
     tokenizer = build_tokenizer(world)
     if not cache:
@@ -209,34 +218,52 @@ def pretrain_reference(world: TokenWorld, scale: Scale | None = None, *, cache: 
 
 
 # -- real models --------------------------------------------------------------------------------
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "spiece.model",
+                   "vocab.txt")
+
+
 def load_policy(name_or_path: str | os.PathLike, **kwargs):
     """A causal LM and its tokenizer from a local directory or a hub name.
 
     Goes through ``AutoModelForCausalLM`` / ``AutoTokenizer``; ``kwargs`` are passed to the
     model's ``from_pretrained`` (e.g. ``torch_dtype``). A tokenizer without a pad token gets
-    its EOS token as pad.
+    its EOS token as pad. Whether the hub can be used is decided at call time
+    (``hub.offline_reason``): with ``HF_HUB_OFFLINE`` set, or the hub unreachable for a few
+    seconds, only the local Hugging Face cache is read, so offline the answer is quick.
 
     Raises:
-        OSError: the name is not a local directory and the hub cannot be reached (offline).
+        FileNotFoundError: a name that looks like a path (``./``, ``/``, ``~``, …) names no folder,
+            or the folder has no tokenizer files.
+        OSError: the name is not a local directory and the hub cannot provide it (offline).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    check_instance("name_or_path", name_or_path, (str, os.PathLike), "a folder path or a hub name (a string)")
     source = str(name_or_path)
-    local = Path(source).expanduser().is_dir()
-    if local:
-        source = str(Path(source).expanduser())
-    elif source.startswith((".", "/", "~")) or source.count("/") > 1 or isinstance(name_or_path, os.PathLike):
+    folder = local_folder(name_or_path)
+    offline = None
+    if folder is not None:
+        source = str(folder)
+        if not any((folder / f).is_file() for f in TOKENIZER_FILES):
+            raise FileNotFoundError(f"name_or_path={source!r} holds no tokenizer (none of {', '.join(TOKENIZER_FILES)}): "
+                                    "save it beside the model with tokenizer.save_pretrained(dir)")
+    elif looks_like_path(name_or_path):
         raise FileNotFoundError(f"name_or_path={source!r} looks like a local path, but there is no directory there")
+    else:
+        offline = offline_reason(("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+        if offline is not None:  # read only the local Hugging Face cache: no retries against the network
+            kwargs = {**kwargs, "local_files_only": True}
     try:
         with quiet_transformers():
-            tokenizer = AutoTokenizer.from_pretrained(source)
+            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=offline is not None)
             model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as err:
-        if local:
+        if folder is not None:
             raise
         raise OSError(
             f"could not load {source!r}: it is not a local directory and the Hugging Face hub could not "
-            f"provide it — you are probably offline (HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', 'unset')}). "
+            f"provide it — {offline or 'the hub could not serve it'} (you may be offline: HF_HUB_OFFLINE="
+            f"{os.environ.get('HF_HUB_OFFLINE', 'unset')}). "
             "On a machine with network access run `model.save_pretrained(dir)` and "
             "`tokenizer.save_pretrained(dir)` (or `hf download <name> --local-dir dir`), copy the directory "
             "here and pass its path: load_policy('path/to/dir')."

@@ -15,11 +15,11 @@ of the algorithm that trains on it: ``reward_model.bradley_terry_loss``, ``dpo.d
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from rlhf_lab.validate import check_choice, check_float, check_tensor
 
 
 def bradley_terry_loss(
@@ -36,15 +36,13 @@ def bradley_terry_loss(
         (loss, stats): stats has ``accuracy`` (fraction with r_chosen > r_rejected),
         ``margin`` (mean r_chosen − r_rejected), ``chosen`` and ``rejected`` (mean rewards).
     """
-    if r_chosen.ndim != 1 or r_chosen.shape != r_rejected.shape:
-        raise ValueError(
-            "r_chosen and r_rejected must both have shape (B,), "
-            f"got {tuple(r_chosen.shape)} and {tuple(r_rejected.shape)}"
-        )
+    _check_pair(r_chosen=r_chosen, r_rejected=r_rejected)
     diff = r_chosen - r_rejected  # (B,)
     shifted = diff
     if margin is not None:
-        margin = torch.as_tensor(margin, dtype=diff.dtype, device=diff.device)
+        if not isinstance(margin, Tensor):
+            check_float("margin", margin)
+        margin = check_tensor("margin", torch.as_tensor(margin, dtype=diff.dtype, device=diff.device), finite=True)
         if margin.ndim not in (0, 1) or (margin.ndim == 1 and margin.shape != diff.shape):
             raise ValueError(f"margin must be a float or have shape {tuple(diff.shape)}, got {tuple(margin.shape)}")
         shifted = diff - margin
@@ -64,14 +62,20 @@ KINDS = ("sigmoid", "ipo", "hinge", "robust")
 
 
 def _check_pair(**tensors: Tensor) -> None:
+    """Float tensors of one shape (B,), B ≥ 1, finite."""
+    for name, t in tensors.items():
+        check_tensor(name, t, kind="float")
     shapes = {name: tuple(t.shape) for name, t in tensors.items()}
-    if any(len(s) != 1 for s in shapes.values()) or len(set(shapes.values())) != 1:
-        raise ValueError(f"{', '.join(shapes)} must all have the same shape (B,); got {shapes}")
+    if any(len(s) != 1 for s in shapes.values()) or len(set(shapes.values())) != 1 or (0,) in shapes.values():
+        names = list(shapes)
+        raise ValueError(f"{', '.join(names[:-1])} and {names[-1]} must all have the same shape (B,) with B >= 1; "
+                         f"got {shapes}")
+    for name, t in tensors.items():
+        check_tensor(name, t, finite=True)
 
 
 def _check_beta(beta: float) -> None:
-    if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta > 0):
-        raise ValueError(f"beta must be a finite number > 0; got {beta!r}")
+    check_float("beta", beta, gt=0)
 
 
 def _preference_stats(
@@ -148,10 +152,8 @@ def dpo_loss(
         ref_logp_rejected=ref_logp_rejected,
     )
     _check_beta(beta)
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}; got {kind!r}")
-    if not 0.0 <= label_smoothing < 0.5:
-        raise ValueError(f"label_smoothing must be in [0, 0.5); got {label_smoothing}")
+    check_choice("kind", kind, KINDS)
+    check_float("label_smoothing", label_smoothing, ge=0.0, lt=0.5)
     if label_smoothing > 0 and kind in ("ipo", "hinge"):
         raise ValueError(
             f"label_smoothing must be 0 for kind={kind!r}; only sigmoid and robust use it"
@@ -221,8 +223,7 @@ def simpo_loss(
     """
     _check_pair(avg_logp_chosen=avg_logp_chosen, avg_logp_rejected=avg_logp_rejected)
     _check_beta(beta)
-    if not (isinstance(gamma, (int, float)) and math.isfinite(gamma) and gamma >= 0):
-        raise ValueError(f"gamma must be a finite number >= 0; got {gamma!r}")
+    check_float("gamma", gamma, ge=0)
 
     # (eq-simpo)  L = −log σ(β c − β r − γ)
     losses = -F.logsigmoid(beta * (avg_logp_chosen - avg_logp_rejected) - gamma)

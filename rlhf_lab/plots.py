@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 import plotly.graph_objects as go
 import plotly.io as pio
 
+from rlhf_lab.validate import check_bool, check_callable, check_instance, check_int
+
 # One colour per method, the same in every chapter.
 COLORS = {
     "reference": "#7f7f7f",
@@ -115,7 +117,17 @@ def wrap_title(title: str, width: int = TITLE_LINE) -> str:
     return "<br>".join(lines)
 
 
+def _check_series(name: str, series: object, n: int) -> None:
+    """A mapping from a legend name to ``n`` numbers (as many as there are x values)."""
+    check_instance(name, series, dict, "a dict {legend name: values}")
+    wrong = {k: len(v) for k, v in series.items() if not hasattr(v, "__len__") or len(v) != n}
+    if wrong:
+        raise ValueError(f"{name} must hold {n} values per entry, one per x; got lengths {wrong}")
+
+
 def _layout(fig: go.Figure, title: str, xaxis: str, yaxis: str, height: int = 420) -> go.Figure:
+    for name, text in (("title", title), ("xaxis", xaxis), ("yaxis", yaxis)):
+        check_instance(name, text, str, "a non-empty string")
     if not title or not xaxis or not yaxis:
         raise ValueError("every figure needs a title, an x-axis label and a y-axis label")
     title = wrap_title(title)
@@ -138,6 +150,9 @@ def lines(
     mode: str = "lines+markers",
 ) -> go.Figure:
     """One line per entry of ``ys`` against a shared ``x``."""
+    _check_series("ys", ys, len(x))
+    check_bool("log_x", log_x)
+    check_bool("log_y", log_y)
     colors = {**COLORS, **(colors or {})}
     fig = go.Figure()
     for name, y in ys.items():
@@ -161,6 +176,7 @@ def bars(
     colors: dict[str, str] | None = None,
 ) -> go.Figure:
     """Grouped bars: one group per category, one bar per entry of ``values``."""
+    _check_series("values", values, len(categories))
     colors = {**COLORS, **(colors or {})}
     fig = go.Figure([go.Bar(x=list(categories), y=list(v), name=name, marker_color=colors.get(name))
                      for name, v in values.items()])
@@ -173,6 +189,9 @@ def heatmap(
 ) -> go.Figure:
     """A square matrix with its values written in the cells (rows = y, columns = x)."""
     z = [[float(v) for v in row] for row in matrix]
+    if any(len(row) != len(labels) for row in z) or len(z) != len(labels):
+        raise ValueError(f"matrix must be square, one row and one column per label ({len(labels)}); "
+                         f"got {len(z)} rows of {[len(row) for row in z][:3]}")
     fig = go.Figure(go.Heatmap(z=z, x=list(labels), y=list(labels), colorscale="RdBu", zmid=0.5,
                                text=[[format(v, fmt) for v in row] for row in z], texttemplate="%{text}",
                                colorbar=dict(title=colorbar)))
@@ -199,6 +218,8 @@ def slider_figure(
     """
     if len(values) == 0:
         raise ValueError("values must contain at least one value to scan")
+    check_callable("make_traces", make_traces, "a function value -> list of traces")
+    check_int("active", active, ge=0, le=len(values) - 1, none=True)
     fig = go.Figure()
     for tr in fixed_traces:
         fig.add_trace(tr)

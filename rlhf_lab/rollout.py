@@ -24,6 +24,8 @@ import torch
 from rlhf_lab.core import sequence_logprobs
 from rlhf_lab.decoding import sample_ids, sample_rows  # noqa: F401  (re-exported)
 from rlhf_lab.models import position_ids_from_mask
+from rlhf_lab.validate import (ArgumentTypeError, check_bool, check_float, check_instance, check_int, check_tensor,
+                               check_texts, check_vocab)
 from rlhf_lab.worlds.base import TokenWorld
 
 
@@ -89,8 +91,14 @@ class Rollout:
 
         Shape: rows (b,) indices, or a bool mask (B,) → a b-row ``Rollout``.
         """
-        if rows.dtype == torch.bool:
+        if check_tensor("rows", rows, kind="mask", ndim=1, dims="(b,) indices or a (B,) bool mask").dtype == torch.bool:
+            if len(rows) != len(self):
+                raise ValueError(f"rows, a bool mask, must have shape ({len(self)},); got {tuple(rows.shape)}")
             rows = rows.nonzero().squeeze(1)
+        elif rows.is_floating_point():
+            raise ArgumentTypeError(f"rows must be integer indices or a bool mask; got dtype {rows.dtype}")
+        elif rows.numel() and not -len(self) <= int(rows.min()) <= int(rows.max()) < len(self):
+            raise ValueError(f"rows must be indices into the {len(self)} rows; got {rows.tolist()}")
         index = rows.tolist()
         return replace(self, prompts=[self.prompts[i] for i in index],
                        completions=[self.completions[i] for i in index],
@@ -133,19 +141,19 @@ def sample(
         distribution they were drawn from (masked, tempered).
     """
     is_world = isinstance(world, TokenWorld)
+    if is_world:
+        check_vocab(policy, world)  # before any forward pass
+    elif not callable(world) or getattr(world, "eos_token_id", None) is None:
+        check_instance("world", world, TokenWorld, "a TokenWorld or a tokenizer with an eos token")
     if max_new_tokens is None:
         if not is_world:
             raise ValueError("max_new_tokens is required when sampling with a tokenizer (no world)")
         max_new_tokens = world.max_new_tokens
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be ≥ 1, got {max_new_tokens}")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if batch_size is not None and batch_size < 1:
-        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
-    prompts = list(prompts)
-    if not prompts:
-        raise ValueError("prompts must contain at least one prompt")
+    check_int("max_new_tokens", max_new_tokens, ge=1)
+    check_float("temperature", temperature, gt=0)
+    check_int("batch_size", batch_size, ge=1, none=True)
+    check_instance("generator", generator, torch.Generator, "a torch.Generator", none=True)
+    prompts = check_texts("prompts", prompts)
 
     device = next(policy.parameters()).device
     distinct = list(dict.fromkeys(prompts))  # tokenize each distinct prompt once
@@ -200,8 +208,10 @@ def completion_logits(
 
     Shape: → (B, Tc, V).
     """
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    check_float("temperature", temperature, gt=0)
+    check_instance("rollout", rollout, Rollout, "a Rollout")
+    if world is not None:
+        check_vocab(policy, world)  # before the forward pass
     mask = rollout.attention_mask
     logits = policy(input_ids=rollout.input_ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
                     use_cache=False).logits  # (B, Tp + Tc, V)
@@ -240,7 +250,8 @@ def encode_texts(world: TokenWorld, prompts: Sequence[str], completions: Sequenc
     Introduced in chapter 06 (rejection sampling fine-tunes on such texts); DPO (chapter 07)
     encodes its chosen and rejected texts with it.
     """
-    prompts, completions = list(prompts), list(completions)
+    check_instance("world", world, TokenWorld, "a TokenWorld")
+    prompts, completions = check_texts("prompts", prompts), check_texts("completions", completions)
     if len(prompts) != len(completions):
         raise ValueError(
             f"prompts and completions must have the same length, got {len(prompts)} and {len(completions)}"
@@ -275,5 +286,6 @@ def sequence_logps(policy: torch.nn.Module, world: TokenWorld, batch: Rollout, a
 
     Shape: → (B,). Introduced in chapter 06.
     """
+    check_bool("average", average)
     token_logp = completion_logprobs(policy, batch, world)  # (B, T), 0 on padding
     return sequence_logprobs(token_logp, batch.completion_mask, average=average)

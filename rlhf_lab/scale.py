@@ -19,6 +19,8 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
+from rlhf_lab.validate import check_bool, check_instance, check_int, is_int
+
 SCALES = ("ci", "cpu", "gpu")
 ENV_VAR = "RLHF_LAB_SCALE"
 SEED_VAR = "RLHF_LAB_SEED"
@@ -76,6 +78,18 @@ class Scale:
     rl_steps: int
     rollout_batch_size: int
     seed: int = 0  # from RLHF_LAB_SEED (get_seed); seeds pretraining and the chapter's draws
+
+    def __post_init__(self) -> None:
+        """Every size an integer >= 1 (the seed >= 0), so a typo in ``replace(...)`` fails here, naming
+        the field, not deep inside a model or a world."""
+        kinds = {"int": lambda n, v: check_int(n, v, ge=0 if n == "Scale.seed" else 1),
+                 "bool": check_bool, "str": lambda n, v: check_instance(n, v, str, "a string")}
+        for f in dataclasses.fields(self):
+            kinds.get(f.type, lambda n, v: None)(f"Scale.{f.name}", getattr(self, f.name))
+        if not isinstance(self.bt_comparisons, tuple) or not all(is_int(n) and n >= 1 for n in self.bt_comparisons):
+            raise ValueError(f"Scale.bt_comparisons must be a tuple of integers >= 1; got {self.bt_comparisons!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"Scale.n_embd must be a multiple of n_head={self.n_head}; got {self.n_embd}")
 
     def exact(self) -> "Scale":
         """The preset for a chapter's exact (enumerated) sections: this one where its worlds are

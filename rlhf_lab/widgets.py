@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 import plotly.graph_objects as go
 
 from rlhf_lab import plots
+from rlhf_lab.validate import check_bool, check_callable
 
 STATIC_ENV = "RLHF_LAB_STATIC"
 
@@ -66,6 +67,9 @@ def live_scan(
 
     if len(values) == 0:
         raise ValueError("values must contain at least one value to scan")
+    check_callable("make_figure", make_figure, "a function value -> plotly Figure")
+    if value is not None and value not in values:
+        raise ValueError(f"value must be one of values {list(values)}; got {value!r}")
     options = [(str(v), v) for v in values]
     start = values[-1] if value is None else value
     slider = widgets.SelectionSlider(options=options, value=start, description=description,
@@ -103,6 +107,10 @@ def scan(
     widget (live) or the figure (static) for tests to inspect — assign it
     (``eps_scan = widgets.scan(...)``), or a notebook shows a cell's last value a second time.
     """
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or len(values) == 0:
+        raise ValueError(f"values must be a non-empty list of values to scan; got {values!r}")
+    check_callable("make_traces", make_traces, "a function value -> list of traces")
+    check_bool("static", static, none=True)
     if value is not None and value not in values:
         raise ValueError(f"value must be one of values {list(values)}; got {value!r}")
     start = values[-1] if value is None else value

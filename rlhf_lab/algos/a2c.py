@@ -23,12 +23,14 @@ from torch import Tensor
 from rlhf_lab.algos.experience import (Experience, actor_critic_forward, batch_metrics,  # noqa: F401  (re-exported)
                                        check_same_shape, collect, token_rewards, value_loss, values_of)
 from rlhf_lab.algos.loop import (Callback, ExactEvaluator, RewardFn, RunLog, SampledEvaluator, check_fields,
-                                 default_evaluator, make_optimizer, optimizer_step, prompt_batch, trainable_copy)
+                                 check_train_args, default_evaluator, make_optimizer, optimizer_step, prompt_batch,
+                                 trainable_copy)
 from rlhf_lab.categorical import group_expectation, prefix_groups  # noqa: F401  (re-exported)
 from rlhf_lab.core import explained_variance, masked_mean  # noqa: F401  (re-exported)
 from rlhf_lab.history import History
 from rlhf_lab.models import ValueModel
 from rlhf_lab.scale import get_seed
+from rlhf_lab.validate import check_tensor
 from rlhf_lab.worlds.base import TokenWorld
 
 actor_critic_step = actor_critic_forward  # the old name: it runs the forward passes and takes no step
@@ -50,8 +52,13 @@ def a2c_policy_loss(logp: Tensor, adv: Tensor, mask: Tensor) -> tuple[Tensor, di
 
     Introduced in chapter 03 (actor–critic).
     """
+    check_tensor("logp", logp, kind="float", dims="(B, T)", ndim=2)
+    check_tensor("adv", adv)
+    check_tensor("mask", mask, kind="mask")
     check_same_shape(logp=logp, adv=adv, mask=mask)
     valid = mask.bool()
+    check_tensor("logp", logp, finite=True, mask=valid)  # any finite numbers: a chapter may pass random ones
+    check_tensor("adv", adv, finite=True, mask=valid)
     adv = torch.where(valid, adv.detach(), 0.0)
     # (eq-a2c-loss)  L(θ) = −mean_t Â_t log π_θ(y_t | s_t)
     loss = masked_mean(-adv * torch.where(valid, logp, 0.0), valid)
@@ -96,7 +103,7 @@ class A2CConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        check_fields(self, {
+        check_fields(self, lambda: {
             "steps": (self.steps >= 1, ">= 1"),
             "batch_size": (self.batch_size >= 2, ">= 2"),
             "lr": (self.lr > 0, "> 0"),
@@ -142,8 +149,12 @@ def train(
         ``history.value_model``.
 
     Raises:
-        FloatingPointError: the loss became NaN or infinite (names the step).
+        ValueError, TypeError: a bad argument, named, before anything runs; a wrong-shaped reward.
+        FloatingPointError: the loss, the gradient norm, the policy's logits or a reward became
+            NaN or infinite (names the step and the last finite metrics; ``err.history``).
     """
+    check_train_args(policy, world, config, A2CConfig, callback=callback, reward_fn=reward_fn,
+                     ref_policy=ref_policy, evaluator=evaluator)
     ref_policy = policy if ref_policy is None else ref_policy
     evaluator = evaluator or default_evaluator(world, ref_policy, reward_fn)
     score = reward_fn or world.gold_rewards
@@ -158,16 +169,17 @@ def train(
     run.history.policy, run.history.value_model = model, value_model
     run.evaluate(0, model)
     for step in range(config.steps):
-        # 1) rollout, 2) advantages
-        exp = collect(model, ref_policy, value_model, world, prompt_batch(world, config.batch_size, cpu_gen),
-                      score, beta=config.beta, gamma=config.gamma, lam=config.lam,
-                      missing_eos_score=config.missing_eos_score, whiten=config.whiten_adv, generator=gen)
-        # 3) one actor and one critic step on the whole batch
-        logp, values, metrics = actor_critic_forward(model, value_model, world, exp)
-        loss_pi, _ = a2c_policy_loss(logp, exp.adv, exp.mask)
-        # (eq-critic-loss)  L^V = ½ mean_t (V_φ(s_t) − R̂_t)²
-        loss_v, _ = value_loss(values, exp.values_old, exp.ret, exp.mask)
-        loss = loss_pi + config.vf_coef * loss_v
+        with run.guard(step):  # NaN logits (diverged weights) or a NaN reward stop the run here
+            # 1) rollout, 2) advantages
+            exp = collect(model, ref_policy, value_model, world, prompt_batch(world, config.batch_size, cpu_gen),
+                          score, beta=config.beta, gamma=config.gamma, lam=config.lam,
+                          missing_eos_score=config.missing_eos_score, whiten=config.whiten_adv, generator=gen)
+            # 3) one actor and one critic step on the whole batch
+            logp, values, metrics = actor_critic_forward(model, value_model, world, exp)
+            loss_pi, _ = a2c_policy_loss(logp, exp.adv, exp.mask)
+            # (eq-critic-loss)  L^V = ½ mean_t (V_φ(s_t) − R̂_t)²
+            loss_v, _ = value_loss(values, exp.values_old, exp.ret, exp.mask)
+            loss = loss_pi + config.vf_coef * loss_v
         grad_norm = optimizer_step(opt, loss, params, config.max_grad_norm, step, run.history)
         # 4) log
         run.log(step, {**batch_metrics(exp), **metrics, "loss/policy": loss_pi.item(),

@@ -21,13 +21,16 @@ import torch
 from torch import Tensor
 
 from rlhf_lab.algos.loop import (Callback, ExactEvaluator, RewardFn, RunLog, SampledEvaluator, check_fields,
-                                 default_evaluator, make_optimizer, optimizer_step, prompt_batch, trainable_copy)
+                                 check_train_args, default_evaluator, make_optimizer, optimizer_step, prompt_batch,
+                                 rewards_of, trainable_copy)
 from rlhf_lab.categorical import bon_kl_bound, bon_win_rate, exact_best_of_n  # noqa: F401  (re-exported)
 from rlhf_lab.core import masked_mean, sequence_logprobs
 from rlhf_lab.history import History
 from rlhf_lab.rollout import (Rollout, completion_logprobs, encode_texts, sample,  # noqa: F401  (re-exported)
                               sequence_logps)
 from rlhf_lab.scale import get_seed
+from rlhf_lab.validate import (check_callable, check_choice, check_int, check_mask, check_tensor, check_texts,
+                               check_vocab)
 from rlhf_lab.worlds.base import TokenWorld
 
 SELECTIONS = ("per_prompt", "overall")
@@ -80,17 +83,14 @@ def best_of_n(
 
     Introduced in chapter 06 (best-of-n).
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be an integer >= 1; got {n!r}")
-    prompts = list(prompts)
-    if not prompts:
-        raise ValueError("prompts must contain at least one prompt")
+    check_vocab(policy, world)
+    prompts = check_texts("prompts", prompts)
+    check_int("n", n, ge=1)
+    check_callable("reward_fn", reward_fn, "a function reward_fn(prompts, completions) -> Tensor (B·n,)")
     repeated = [x for x in prompts for _ in range(n)]  # prompt-major: row b holds samples b·n … b·n + n − 1
     rollout = sample(policy, world, repeated, generator=generator)
     # float64: rounding to float32 would create ties that the rewards themselves do not have
-    rewards = torch.as_tensor(reward_fn(repeated, rollout.completions)).detach().double().cpu()
-    if rewards.shape != (len(repeated),):
-        raise ValueError(f"reward_fn must return shape ({len(repeated)},), got {tuple(rewards.shape)}")
+    rewards = rewards_of(reward_fn, repeated, rollout.completions).detach().double().cpu()
     rewards = rewards.view(len(prompts), n)  # (B, n)
     samples = [rollout.completions[b * n: (b + 1) * n] for b in range(len(prompts))]
     best = rewards.argmax(dim=1)  # (B,), the first of the tied maxima
@@ -127,17 +127,16 @@ def select_samples(rewards: Tensor, keep: int, selection: str = "per_prompt") ->
         A bool mask of shape (B, n) with exactly keep·B entries set.
 
     Raises:
-        ValueError: on a keep outside 1 … n, an unknown selection, or rewards that are not (B, n).
+        ValueError: on a keep outside 1 … n, an unknown selection, or rewards that are not (B, n)
+            or not finite (NaN sorts above every number: a NaN reward would always be kept).
 
     Introduced in chapter 06 (rejection sampling).
     """
-    if rewards.ndim != 2 or rewards.numel() == 0:
-        raise ValueError(f"rewards must have shape (B, n) with B, n ≥ 1, got {tuple(rewards.shape)}")
+    check_tensor("rewards", rewards, ndim=2, nonempty=True, dims="(B, n) with B, n ≥ 1")
     b, n = rewards.shape
-    if isinstance(keep, bool) or not isinstance(keep, int) or not 1 <= keep <= n:
-        raise ValueError(f"keep must be an integer in 1 … n = {n}; got {keep!r}")
-    if selection not in SELECTIONS:
-        raise ValueError(f"selection must be one of {SELECTIONS}; got {selection!r}")
+    check_int("keep", keep, ge=1, le=n)
+    check_choice("selection", selection, SELECTIONS)
+    check_tensor("rewards (the reward_fn's scores)", rewards, finite=True)
     mask = torch.zeros(b, n, dtype=torch.bool)
     # a stable descending sort puts the first-drawn of tied samples first
     if selection == "per_prompt":
@@ -166,6 +165,8 @@ def sft_loss(token_logp: Tensor, mask: Tensor) -> tuple[Tensor, dict[str, float]
     Returns:
         ``(loss, stats)`` with stats ``nll`` (the loss) and ``seq_logp`` (mean log π(y | x)).
     """
+    check_tensor("token_logp", token_logp, kind="float", ndim=2, dims="(B, T)")
+    check_mask("mask", mask, token_logp, "token_logp", nonempty=True, finite=True)
     # (eq-sft)  L(θ) = −(1/Σ|y|) Σ_i Σ_t log π_θ(y_{i,t} | x_i, y_{i,<t})
     loss = -masked_mean(token_logp, mask)
     stats = {"nll": loss.item(), "seq_logp": sequence_logprobs(token_logp.detach(), mask).mean().item()}
@@ -204,7 +205,7 @@ class RejectionSamplingConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        check_fields(self, {
+        check_fields(self, lambda: {
             "rounds": (self.rounds >= 1, ">= 1"),
             "prompts_per_round": (self.prompts_per_round >= 1, ">= 1"),
             "n": (self.n >= 1, ">= 1"),
@@ -251,6 +252,8 @@ def train(
     Returns:
         The ``History``; the trained policy is ``history.policy``.
     """
+    check_train_args(policy, world, config, RejectionSamplingConfig, callback=callback, reward_fn=reward_fn,
+                     ref_policy=ref_policy, evaluator=evaluator)
     ref_policy = policy if ref_policy is None else ref_policy
     if evaluator is None:
         evaluator = default_evaluator(world, ref_policy, proxy_fn=reward_fn)
@@ -269,7 +272,8 @@ def train(
     for _ in range(config.rounds):
         # 1) sample and 2) select, with the policy as it is now
         prompts = prompt_batch(world, config.prompts_per_round, cpu_gen)
-        drawn = best_of_n(model, world, prompts, config.n, score, generator=gen)
+        with run.guard(step):  # NaN logits (diverged weights) or a NaN reward stop the run here
+            drawn = best_of_n(model, world, prompts, config.n, score, generator=gen)
         mask = select_samples(drawn.sample_rewards, config.keep, config.selection)
         kept = mask.nonzero().tolist()
         batch = encode_texts(world, [prompts[b] for b, _ in kept], [drawn.samples[b][i] for b, i in kept], device)
@@ -278,13 +282,15 @@ def train(
             order = torch.randperm(len(kept), generator=cpu_gen)
             for start in range(0, len(kept), config.batch_size):
                 mini = batch.select(order[start: start + config.batch_size])
-                loss, _ = sft_loss(completion_logprobs(model, mini, world), mini.completion_mask)
+                with run.guard(step):
+                    loss, _ = sft_loss(completion_logprobs(model, mini, world), mini.completion_mask)
                 grad_norm = optimizer_step(opt, loss, params, config.max_grad_norm, step, run.history)
                 step += 1
                 run.log(step, {"loss/sft": loss.item(), "stats/grad_norm": grad_norm})
         # 4) log the round, with the evaluator's metrics of the policy it ends with
-        run.log(step, {"reward/mean": drawn.sample_rewards.mean().item(),
-                       "reward/kept": drawn.sample_rewards[mask].mean().item(), **evaluator(model)})
+        with run.guard(step):
+            run.log(step, {"reward/mean": drawn.sample_rewards.mean().item(),
+                           "reward/kept": drawn.sample_rewards[mask].mean().item(), **evaluator(model)})
         run.tick()
     model.eval()
     return run.close()

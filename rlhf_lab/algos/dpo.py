@@ -24,13 +24,14 @@ import torch
 from torch import Tensor
 
 from rlhf_lab.algos.loop import (Callback, ExactEvaluator, RewardFn, RunLog, SampledEvaluator, check_fields,
-                                 default_evaluator, make_optimizer, optimizer_step, trainable_copy)
+                                 check_train_args, default_evaluator, make_optimizer, optimizer_step, trainable_copy)
 from rlhf_lab.categorical import kl, kl_regularized_optimum
 from rlhf_lab.data import check_preferences
 from rlhf_lab.history import History
 from rlhf_lab.pairwise import KINDS, dpo_loss, simpo_loss  # noqa: F401  (re-exported)
 from rlhf_lab.rollout import encode_texts, sequence_logps
 from rlhf_lab.scale import get_seed
+from rlhf_lab.validate import as_tensor, check_callable, check_ids, check_instance, check_logprobs, check_tensor
 from rlhf_lab.worlds.base import TokenWorld
 
 LOSSES = (*KINDS, "simpo")
@@ -76,7 +77,7 @@ class DPOConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        check_fields(self, {
+        check_fields(self, lambda: {
             "beta": (math.isfinite(self.beta) and self.beta > 0, "a finite number > 0"),
             "loss": (self.loss in LOSSES, f"one of {LOSSES}"),
             "label_smoothing": (
@@ -140,8 +141,11 @@ def train(
 
     Raises:
         ValueError: the dataset lacks a column, is empty, or has an empty completion.
-        FloatingPointError: the loss became NaN or infinite (names the step).
+        FloatingPointError: the loss, the gradient norm or the model's outputs became NaN or
+            infinite (names the step and the last finite metrics; ``err.history``).
     """
+    check_train_args(policy, world, config, DPOConfig, callback=callback, reward_fn=reward_fn,
+                     ref_policy=ref_policy, evaluator=evaluator)
     check_preferences(dataset)
     ref_policy = policy if ref_policy is None else ref_policy
     if evaluator is None:
@@ -169,11 +173,12 @@ def train(
         order = torch.randperm(n, generator=gen)
         for start in range(0, n, config.batch_size):
             rows = order[start: start + config.batch_size]
-            # 2) the policy's log-probs of both completions
-            logp_chosen = sequence_logps(model, world, chosen.select(rows), average)  # (B,)
-            logp_rejected = sequence_logps(model, world, rejected.select(rows), average)  # (B,)
-            # 3) loss and step
-            loss, stats = config.loss_fn(logp_chosen, logp_rejected, ref_chosen[rows], ref_rejected[rows])
+            with run.guard(step):  # NaN logits (diverged weights) stop the run here
+                # 2) the policy's log-probs of both completions
+                logp_chosen = sequence_logps(model, world, chosen.select(rows), average)  # (B,)
+                logp_rejected = sequence_logps(model, world, rejected.select(rows), average)  # (B,)
+                # 3) loss and step
+                loss, stats = config.loss_fn(logp_chosen, logp_rejected, ref_chosen[rows], ref_rejected[rows])
             grad_norm = optimizer_step(opt, loss, params, config.max_grad_norm, step, run.history)
             step += 1
             # 4) log
@@ -222,6 +227,14 @@ def train_dpo_bandit(
         The ``History`` (``loss/policy``, ``rewards/…``, ``kl/exact``, …); the trained
         log-probs are ``history.logp`` (K,).
     """
+    check_logprobs("logp_ref", as_tensor("logp_ref", logp_ref), ndim=1, dims="(K,)", normalized=True)
+    for name, arms in (("winners", winners), ("losers", losers)):
+        check_ids(name, check_tensor(name, as_tensor(name, arms), ndim=1, dims="(N,)"), len(logp_ref), "arm indices")
+    check_instance("config", config, DPOConfig, "a DPOConfig")
+    check_callable("callback", callback, "a function callback(step, metrics, history)", none=True)
+    if rewards is not None:
+        check_tensor("rewards", as_tensor("rewards", rewards), shape=(len(logp_ref),), finite=True,
+                     dims="(K,), like logp_ref")
     logp_ref = torch.as_tensor(logp_ref, dtype=torch.float64)
     winners, losers = torch.as_tensor(winners, dtype=torch.long), torch.as_tensor(losers, dtype=torch.long)
     if winners.ndim != 1 or winners.shape != losers.shape or winners.numel() == 0:
@@ -240,7 +253,8 @@ def train_dpo_bandit(
             rows = order[start: start + config.batch_size]
             logp = torch.log_softmax(theta, dim=-1)  # (K,)
             w, l = winners[rows], losers[rows]
-            loss, stats = config.loss_fn(logp[w], logp[l], logp_ref[w], logp_ref[l])
+            with run.guard(step):
+                loss, stats = config.loss_fn(logp[w], logp[l], logp_ref[w], logp_ref[l])
             optimizer_step(opt, loss, [theta], None, step, run.history)
             step += 1
             with torch.no_grad():

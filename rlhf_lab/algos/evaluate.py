@@ -21,6 +21,8 @@ from rlhf_lab.core import entropy_from_logits
 from rlhf_lab.exact import Enumeration
 from rlhf_lab.rollout import completion_logits, completion_logprobs, sample
 from rlhf_lab.scale import get_seed
+from rlhf_lab.validate import (NonFiniteError, check_callable, check_instance, check_int, check_reward_output,
+                               check_tensor, check_vocab)
 from rlhf_lab.worlds.base import TokenWorld
 
 
@@ -40,9 +42,13 @@ class ExactEvaluator:
 
     def __init__(self, world: TokenWorld, ref_policy: torch.nn.Module, proxy: torch.Tensor | None = None,
                  enumeration: Enumeration | None = None) -> None:
-        if not world.enumerable:
-            raise ValueError(f"world {world.name!r} is not enumerable at this scale: use sampled metrics")
+        check_instance("world", world, TokenWorld, "a TokenWorld")
+        world.check_enumerable()
+        check_vocab(ref_policy, world, "ref_policy")
+        check_instance("enumeration", enumeration, Enumeration, "an exact.Enumeration", none=True)
         self.enum = Enumeration(world) if enumeration is None else enumeration
+        if proxy is not None:
+            check_tensor("proxy", proxy, shape=self.enum.shape, finite=True, dims=f"(P, K) = {self.enum.shape}")
         self.logp_ref = self.enum.logprobs(ref_policy)
         self.proxy = proxy
 
@@ -77,10 +83,12 @@ class SampledEvaluator:
 
     def __init__(self, world: TokenWorld, ref_policy: torch.nn.Module, proxy_fn: Callable | None = None,
                  samples: int = 1024, seed: int | None = None, batch_size: int = 1024) -> None:
-        if samples < 2:
-            raise ValueError(f"samples must be >= 2, got {samples}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        check_instance("world", world, TokenWorld, "a TokenWorld")
+        check_vocab(ref_policy, world, "ref_policy")
+        check_callable("proxy_fn", proxy_fn, "a function proxy_fn(prompts, completions) -> Tensor (B,)", none=True)
+        check_int("samples", samples, ge=2)
+        check_int("seed", seed, none=True)
+        check_int("batch_size", batch_size, ge=1)
         self.world, self.ref_policy, self.proxy_fn = world, ref_policy, proxy_fn
         seed = get_seed() if seed is None else seed
         self.samples, self.seed, self.batch_size = samples, seed, batch_size
@@ -111,7 +119,7 @@ class SampledEvaluator:
             columns["entropy/estimate"].append(torch.where(mask, token_entropy, 0.0).sum(1).double().cpu())
             columns["reward/gold"].append(self.world.gold_rewards(rollout.prompts, rollout.completions).double().cpu())
             if self.proxy_fn is not None:
-                proxy = torch.as_tensor(self.proxy_fn(rollout.prompts, rollout.completions))
+                proxy = check_reward_output(self.proxy_fn(rollout.prompts, rollout.completions), len(prompts), "proxy_fn")
                 columns["reward/proxy"].append(proxy.double().cpu().flatten())
         metrics: dict[str, float] = {}
         for key, parts in columns.items():
@@ -133,6 +141,8 @@ def default_evaluator(world: TokenWorld, ref_policy: torch.nn.Module,
     gold reward. Elsewhere a :class:`SampledEvaluator` (which averages ``proxy_fn``, when given,
     over its samples as ``reward/proxy``).
     """
+    check_instance("world", world, TokenWorld, "a TokenWorld")
+    check_callable("reward_fn", proxy_fn, "a function reward_fn(prompts, completions) -> Tensor (B,)", none=True)
     if not world.enumerable:
         return SampledEvaluator(world, ref_policy, proxy_fn=proxy_fn)
     if proxy_fn is None:
@@ -140,6 +150,9 @@ def default_evaluator(world: TokenWorld, ref_policy: torch.nn.Module,
     enum = Enumeration(world)
     k = len(enum.completions)
     prompts = [x for x in enum.prompts for _ in range(k)]
-    proxy = torch.as_tensor(proxy_fn(prompts, enum.completions * len(enum.prompts)))
+    try:
+        proxy = check_reward_output(proxy_fn(prompts, enum.completions * len(enum.prompts)), len(prompts))
+    except NonFiniteError as err:  # the table is the exact evaluation of step 0
+        raise NonFiniteError(f"{err} — scoring every completion for the exact evaluation at step 0") from None
     proxy = proxy.detach().double().cpu().view(enum.shape)  # (P, K)
     return ExactEvaluator(world, ref_policy, proxy=proxy, enumeration=enum)

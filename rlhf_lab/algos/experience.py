@@ -17,19 +17,24 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from rlhf_lab.algos.loop import RewardFn
+from rlhf_lab.algos.loop import RewardFn, rewards_of
 from rlhf_lab.core import (entropy_from_logits, explained_variance, gae, kl_penalty, masked_mean, masked_whiten,
                            token_logprobs)
 from rlhf_lab.models import ValueModel
 from rlhf_lab.rollout import Rollout, completion_logits, completion_logprobs, sample
+from rlhf_lab.validate import check_float, check_tensor
 from rlhf_lab.worlds.base import TokenWorld
 
 
 def check_same_shape(**tensors: Tensor) -> None:
-    """Raise ``ValueError`` naming the tensors unless they all have one shape."""
+    """Raise ``ValueError`` naming the tensors unless they are tensors of one shape that select a token."""
+    for name, t in tensors.items():
+        check_tensor(name, t, kind="mask" if name == "mask" else "real")
     shapes = {name: tuple(t.shape) for name, t in tensors.items()}
     if len(set(shapes.values())) != 1:
         raise ValueError(f"{', '.join(shapes)} must have the same shape; got {shapes}")
+    if "mask" in tensors and not bool(tensors["mask"].bool().any()):
+        raise ValueError(f"mask must select at least one token; got none of {tuple(tensors['mask'].shape)}")
 
 
 # -- pure pieces ---------------------------------------------------------------------------------
@@ -53,6 +58,9 @@ def token_rewards(scores: Tensor, logp: Tensor, logp_ref: Tensor, mask: Tensor, 
 
     Introduced in chapter 03 (score at EOS) and chapter 04 (the KL term).
     """
+    check_same_shape(logp=logp, logp_ref=logp_ref, mask=mask)
+    check_tensor("scores", scores, shape=(len(mask),), finite=True, dims="(B,)")
+    check_float("beta", beta, ge=0)
     valid = mask.bool()
     last = valid.sum(1) - 1  # (B,) index of the last valid token
     # (eq-kl-reward)  r_t = −β (log π_old(y_t|s_t) − log π_ref(y_t|s_t)) + 1[t = T_y] · r(x, y)
@@ -110,9 +118,10 @@ def value_loss(
     Introduced in chapter 03 (unclipped, A2C) and chapter 04 (clipped, PPO).
     """
     check_same_shape(values=values, values_old=values_old, returns=returns, mask=mask)
-    if clip_eps is not None and not clip_eps > 0.0:
-        raise ValueError(f"clip_eps must be None or > 0; got {clip_eps}")
+    check_float("clip_eps", clip_eps, gt=0.0, none=True)
     valid = mask.bool()
+    for name, x in (("values", values), ("values_old", values_old), ("returns", returns)):
+        check_tensor(name, x, finite=True, mask=valid)
     # padding may hold anything (inf, nan): zero it first, so that neither the loss nor its
     # gradient sees it
     values = torch.where(valid, values, 0.0)
@@ -199,7 +208,7 @@ def collect(
     logp_old = completion_logprobs(policy, rollout, world)
     logp_ref = completion_logprobs(ref_policy, rollout, world)
     values_old = values_of(value_model, rollout).masked_fill(~mask, 0.0)
-    scores = torch.as_tensor(reward_fn(rollout.prompts, rollout.completions)).float().to(logp_old.device)
+    scores = rewards_of(reward_fn, rollout.prompts, rollout.completions).float().to(logp_old.device)
     if missing_eos_score is not None:
         scores = torch.where(rollout.truncated.to(scores.device), missing_eos_score, scores)
     rewards = token_rewards(scores, logp_old, logp_ref, mask, beta)

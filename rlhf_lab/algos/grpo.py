@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 import torch
 
 from rlhf_lab.algos.loop import (Callback, ExactEvaluator, RewardFn, RunLog, SampledEvaluator, check_fields,
-                                 default_evaluator, make_optimizer, optimizer_step, prompt_groups, trainable_copy)
+                                 check_train_args, default_evaluator, make_optimizer, optimizer_step, prompt_groups,
+                                 rewards_of, trainable_copy)
 from rlhf_lab.categorical import PASS_K, pass_at_k  # noqa: F401  (re-exported)
 from rlhf_lab.core import entropy_from_logits, kl_penalty, masked_mean
 from rlhf_lab.group import (ADV_SCALES, LOSS_TYPES, group_advantages, grpo_loss,  # noqa: F401  (re-exported)
@@ -90,7 +91,7 @@ class GRPOConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        check_fields(self, {
+        check_fields(self, lambda: {
             "group_size": (self.group_size >= 2, ">= 2"),
             "prompts_per_step": (self.prompts_per_step >= 1, ">= 1"),
             "steps": (self.steps >= 1, ">= 1"),
@@ -167,8 +168,12 @@ def train(
         The ``History``; the trained policy is ``history.policy``.
 
     Raises:
-        FloatingPointError: the loss became NaN or infinite (names the step).
+        ValueError, TypeError: a bad argument, named, before anything runs; a wrong-shaped reward.
+        FloatingPointError: the loss, the gradient norm, the policy's logits or a reward became
+            NaN or infinite (names the step and the last finite metrics; ``err.history``).
     """
+    check_train_args(policy, world, config, GRPOConfig, callback=callback, reward_fn=reward_fn,
+                     ref_policy=ref_policy, evaluator=evaluator)
     ref_policy = policy if ref_policy is None else ref_policy
     if evaluator is None:
         evaluator = default_evaluator(world, ref_policy, proxy_fn=reward_fn)
@@ -184,15 +189,17 @@ def train(
     run.evaluate(0, policy)
     score = reward_fn or world.gold_rewards
     for step in range(config.steps):
-        # 1) N prompts, each repeated G times: rows i·G … i·G + G − 1 form group i
-        rollout = sample(policy, world, prompt_groups(world, n, g, cpu_gen), temperature=tau, generator=gen)
-        mask = rollout.completion_mask.bool()
-        # 2) rewards; log π_old teacher-forced (the KV-cache sampler rounds slightly differently
-        # from a full forward pass), so the first ratio is exactly 1; log π_ref of the same tokens
-        rewards = torch.as_tensor(score(rollout.prompts, rollout.completions), dtype=torch.float32).to(device)
-        with torch.no_grad():
-            logp_old = completion_logprobs(policy, rollout, world, tau)
-            logp_ref = completion_logprobs(ref_policy, rollout, world, tau)
+        with run.guard(step):  # NaN logits (diverged weights) or a NaN reward stop the run here
+            # 1) N prompts, each repeated G times: rows i·G … i·G + G − 1 form group i
+            rollout = sample(policy, world, prompt_groups(world, n, g, cpu_gen), temperature=tau, generator=gen)
+            mask = rollout.completion_mask.bool()
+            # 2) rewards; log π_old teacher-forced (the KV-cache sampler rounds slightly differently
+            # from a full forward pass), so the first ratio is exactly 1; log π_ref of the same tokens
+            rewards = torch.as_tensor(rewards_of(score, rollout.prompts, rollout.completions),
+                                      dtype=torch.float32).to(device)
+            with torch.no_grad():
+                logp_old = completion_logprobs(policy, rollout, world, tau)
+                logp_ref = completion_logprobs(ref_policy, rollout, world, tau)
         seq_k1 = torch.where(mask, kl_penalty(logp_old, logp_ref, "k1"), 0.0).sum(1)  # (B,)
         # 3) group-relative advantages of the raw rewards; groups with equal rewards carry none
         adv = advantages(rewards.view(n, g), seq_k1.view(n, g), config).flatten()  # (N·G,)
@@ -212,12 +219,11 @@ def train(
         for update in range(updates):
             logits = completion_logits(policy, batch, world, tau)  # (B, T, V)
             logp = torch.log_softmax(logits, -1).gather(-1, batch.completion_ids[..., None]).squeeze(-1)
-            loss, stats = grpo_loss(
-                logp, logp_old[keep], logp_ref[keep], adv[keep], batch.completion_mask,
-                eps_low=config.eps_low, eps_high=config.eps_high,
-                beta=config.beta if config.kl_placement == "loss" else 0.0,
-                loss_type=config.loss_type, max_tokens=world.max_new_tokens,
-            )
+            with run.guard(step):  # NaN logits after an update stop the run here
+                loss, stats = grpo_loss(logp, logp_old[keep], logp_ref[keep], adv[keep], batch.completion_mask,
+                                        eps_low=config.eps_low, eps_high=config.eps_high,
+                                        beta=config.beta if config.kl_placement == "loss" else 0.0,
+                                        loss_type=config.loss_type, max_tokens=world.max_new_tokens)
             if config.entropy_coef > 0:
                 # the entropy bonus: −c_H · mean next-token entropy over the valid tokens
                 bonus = masked_mean(entropy_from_logits(logits), batch.completion_mask.bool())

@@ -20,11 +20,13 @@ from torch import Tensor
 from rlhf_lab.algos.experience import (actor_critic_forward, batch_metrics, check_same_shape, collect,
                                        value_loss)
 from rlhf_lab.algos.loop import (Callback, ExactEvaluator, RewardFn, RunLog, SampledEvaluator, check_fields,
-                                 default_evaluator, make_optimizer, optimizer_step, prompt_batch, trainable_copy)
-from rlhf_lab.core import kl_penalty, masked_mean
+                                 check_train_args, default_evaluator, make_optimizer, optimizer_step, prompt_batch,
+                                 trainable_copy)
+from rlhf_lab.core import kl_estimate, masked_mean
 from rlhf_lab.history import History
 from rlhf_lab.models import ValueModel
 from rlhf_lab.scale import get_seed
+from rlhf_lab.validate import check_float, check_tensor
 from rlhf_lab.worlds.base import TokenWorld
 
 
@@ -67,10 +69,13 @@ def ppo_policy_loss(
 
     Introduced in chapter 04 (PPO).
     """
+    for name, x in (("logp", logp), ("logp_old", logp_old), ("adv", adv), ("mask", mask)):
+        check_tensor(name, x, kind="mask" if name == "mask" else "float" if name != "adv" else "real")
     check_same_shape(logp=logp, logp_old=logp_old, adv=adv, mask=mask)
-    if not 0.0 < clip_eps < 1.0:
-        raise ValueError(f"clip_eps must be in (0, 1); got {clip_eps}")
+    check_float("clip_eps", clip_eps, gt=0.0, lt=1.0)
     valid = mask.bool()
+    for name, x in (("logp", logp), ("logp_old", logp_old), ("adv", adv)):
+        check_tensor(name, x, finite=True, mask=valid)
     # padding may hold anything (inf, nan): zero it first, so that neither the loss nor its
     # gradient sees it
     logp = torch.where(valid, logp, 0.0)
@@ -89,7 +94,7 @@ def ppo_policy_loss(
         is_clipped = ((ratio > 1.0 + clip_eps) & (adv > 0)) | ((ratio < 1.0 - clip_eps) & (adv < 0))
         # the samples come from π_old, so k3 with "policy" π_old and "reference" π_θ
         # estimates KL(π_old‖π_θ)
-        approx_kl = kl_penalty(logp_old, logp.detach(), kind="k3")
+        approx_kl = kl_estimate(logp.detach() - logp_old, "k3")
         stats = {
             "clipfrac": masked_mean(is_clipped.to(logp.dtype), mask).item(),
             "approx_kl": masked_mean(approx_kl, mask).item(),
@@ -145,7 +150,7 @@ class PPOConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        check_fields(self, {
+        check_fields(self, lambda: {
             "steps": (self.steps >= 1, ">= 1"),
             "batch_size": (self.batch_size >= 2, ">= 2"),
             "minibatch_size": (1 <= self.minibatch_size <= self.batch_size
@@ -204,8 +209,12 @@ def train(
         ``history.value_model``.
 
     Raises:
-        FloatingPointError: the loss became NaN or infinite (names the step).
+        ValueError, TypeError: a bad argument, named, before anything runs; a wrong-shaped reward.
+        FloatingPointError: the loss, the gradient norm, the policy's logits or a reward became
+            NaN or infinite (names the step and the last finite metrics; ``err.history``).
     """
+    check_train_args(policy, world, config, PPOConfig, callback=callback, reward_fn=reward_fn,
+                     ref_policy=ref_policy, evaluator=evaluator)
     ref_policy = policy if ref_policy is None else ref_policy
     evaluator = evaluator or default_evaluator(world, ref_policy, reward_fn)
     score = reward_fn or world.gold_rewards
@@ -220,19 +229,21 @@ def train(
     run.history.policy, run.history.value_model = model, value_model
     run.evaluate(0, model)
     for step in range(config.steps):
-        # 1) rollout, 2) advantages
-        exp = collect(model, ref_policy, value_model, world, prompt_batch(world, config.batch_size, cpu_gen),
-                      score, beta=config.beta, gamma=config.gamma, lam=config.lam,
-                      missing_eos_score=config.missing_eos_score, whiten=config.whiten_adv, generator=gen)
+        with run.guard(step):  # NaN logits (diverged weights) or a NaN reward stop the run here
+            # 1) rollout, 2) advantages
+            exp = collect(model, ref_policy, value_model, world, prompt_batch(world, config.batch_size, cpu_gen),
+                          score, beta=config.beta, gamma=config.gamma, lam=config.lam,
+                          missing_eos_score=config.missing_eos_score, whiten=config.whiten_adv, generator=gen)
         # 3) K epochs of shuffled minibatches on the same batch
         sums: dict[str, float] = {}
         n_updates = 0
         for _ in range(config.epochs):
             for rows in torch.randperm(config.batch_size, generator=cpu_gen).split(config.minibatch_size):
                 mb = exp.select(rows.to(device))
-                logp, values, metrics = actor_critic_forward(model, value_model, world, mb)
-                loss_pi, stats = ppo_policy_loss(logp, mb.logp_old, mb.adv, mb.mask, config.clip_eps)
-                loss_v, _ = value_loss(values, mb.values_old, mb.ret, mb.mask, config.value_clip_eps)
+                with run.guard(step):  # NaN logits after an update stop the run here
+                    logp, values, metrics = actor_critic_forward(model, value_model, world, mb)
+                    loss_pi, stats = ppo_policy_loss(logp, mb.logp_old, mb.adv, mb.mask, config.clip_eps)
+                    loss_v, _ = value_loss(values, mb.values_old, mb.ret, mb.mask, config.value_clip_eps)
                 # (eq-ppo-total)  L = −L^CLIP + c_V L^V; ppo_policy_loss is −L^CLIP
                 loss = loss_pi + config.vf_coef * loss_v
                 grad_norm = optimizer_step(opt, loss, params, config.max_grad_norm, step, run.history)

@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from rlhf_lab.algos.loop import (Callback, ExactEvaluator, RewardFn, RunLog, SampledEvaluator,
-                                 check_fields, default_evaluator, make_optimizer, optimizer_step, prompt_batch,
-                                 trainable_copy)
+from rlhf_lab.algos.loop import (Callback, ExactEvaluator, RewardFn, RunLog, SampledEvaluator, check_fields,
+                                 check_train_args, default_evaluator, make_optimizer, optimizer_step, prompt_batch,
+                                 rewards_of, trainable_copy)
 from rlhf_lab.core import entropy_from_logits, kl_penalty, masked_mean, token_logprobs
 from rlhf_lab.history import History
 from rlhf_lab.rollout import completion_logits, completion_logprobs, sample
 from rlhf_lab.scale import get_seed
+from rlhf_lab.validate import ArgumentTypeError, check_tensor
 from rlhf_lab.worlds.base import TokenWorld
 
 BASELINES = ("none", "mean")
@@ -58,11 +59,15 @@ def reinforce_loss(
 
     Introduced in chapter 02 (policy gradient).
     """
-    if seq_logp.dim() != 1 or seq_logp.shape != rewards.shape:
+    check_tensor("seq_logp", seq_logp, kind="float")
+    check_tensor("rewards", rewards)
+    if seq_logp.dim() != 1 or seq_logp.shape != rewards.shape or seq_logp.numel() == 0:
         raise ValueError(
-            f"seq_logp and rewards must both have shape (B,); got {tuple(seq_logp.shape)} "
+            f"seq_logp and rewards must both have shape (B,) with B >= 1; got {tuple(seq_logp.shape)} "
             f"and {tuple(rewards.shape)}"
         )
+    check_tensor("seq_logp", seq_logp, finite=True)  # any finite numbers: a chapter may pass random ones
+    check_tensor("rewards", rewards, finite=True)
     rewards = rewards.detach().to(seq_logp.dtype)
     if isinstance(baseline, str):
         if baseline not in BASELINES:
@@ -76,15 +81,13 @@ def reinforce_loss(
                 f"baseline tensor must have shape () or {tuple(rewards.shape)}; "
                 f"got {tuple(baseline.shape)}"
             )
-        b = baseline.detach().to(rewards.dtype)
+        b = check_tensor("baseline", baseline, finite=True).detach().to(rewards.dtype)
     elif isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
         if not math.isfinite(baseline):
             raise ValueError(f"baseline must be finite; got {baseline!r}")
         b = torch.tensor(float(baseline), dtype=rewards.dtype)
     else:
-        raise ValueError(
-            f"baseline must be 'none', 'mean', a finite number or a tensor; got {baseline!r}"
-        )
+        raise ArgumentTypeError(f"baseline must be 'none', 'mean', a finite number or a tensor; got {baseline!r}")
 
     # (R − b): a constant weight on each sample's score ∇log π(y); no gradient flows through it
     adv = rewards - b
@@ -127,7 +130,7 @@ class ReinforceConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        check_fields(self, {
+        check_fields(self, lambda: {
             "steps": (self.steps >= 1, ">= 1"),
             "batch_size": (self.batch_size >= (2 if self.baseline == "mean" else 1),
                            ">= 2 with the mean baseline, else >= 1"),
@@ -172,8 +175,12 @@ def train(
         The ``History``; the trained policy is ``history.policy``.
 
     Raises:
-        FloatingPointError: the loss became NaN or infinite (names the step).
+        ValueError, TypeError: a bad argument, named, before anything runs; a wrong-shaped reward.
+        FloatingPointError: the loss, the gradient norm, the policy's logits or a reward became
+            NaN or infinite (names the step and the last finite metrics; ``err.history``).
     """
+    check_train_args(policy, world, config, ReinforceConfig, callback=callback, reward_fn=reward_fn,
+                     ref_policy=ref_policy, evaluator=evaluator)
     ref_policy = policy if ref_policy is None else ref_policy
     evaluator = evaluator or default_evaluator(world, ref_policy, reward_fn)
     score = reward_fn or world.gold_rewards
@@ -186,19 +193,20 @@ def train(
     run.history.policy = model
     run.evaluate(0, model)
     for step in range(config.steps):
-        # 1) rollout
-        rollout = sample(model, world, prompt_batch(world, config.batch_size, cpu_gen), generator=gen)
-        mask = rollout.completion_mask.bool()
-        # 2) score: the reward, minus β times the sequence's KL estimate log π(y) − log π_ref(y)
-        logits = completion_logits(model, rollout, world)  # (B, T, V), keeps the graph
-        logp = token_logprobs(logits, rollout.completion_ids).masked_fill(~mask, 0.0)  # (B, T)
-        with torch.no_grad():
-            logp_ref = completion_logprobs(ref_policy, rollout, world)
-            kl_seq = torch.where(mask, kl_penalty(logp, logp_ref, "k1"), 0.0).sum(1)  # (B,)
-        r = torch.as_tensor(score(rollout.prompts, rollout.completions)).float().to(logp.device)
-        returns = r - config.beta * kl_seq
-        # 3) one gradient step
-        loss, stats = reinforce_loss(logp.sum(1), returns, config.baseline)
+        with run.guard(step):  # NaN logits (diverged weights) or a NaN reward stop the run here
+            # 1) rollout
+            rollout = sample(model, world, prompt_batch(world, config.batch_size, cpu_gen), generator=gen)
+            mask = rollout.completion_mask.bool()
+            # 2) score: the reward, minus β times the sequence's KL estimate log π(y) − log π_ref(y)
+            logits = completion_logits(model, rollout, world)  # (B, T, V), keeps the graph
+            logp = token_logprobs(logits, rollout.completion_ids).masked_fill(~mask, 0.0)  # (B, T)
+            with torch.no_grad():
+                logp_ref = completion_logprobs(ref_policy, rollout, world)
+                kl_seq = torch.where(mask, kl_penalty(logp, logp_ref, "k1"), 0.0).sum(1)  # (B,)
+            r = rewards_of(score, rollout.prompts, rollout.completions).float().to(logp.device)
+            returns = r - config.beta * kl_seq
+            # 3) one gradient step
+            loss, stats = reinforce_loss(logp.sum(1), returns, config.baseline)
         grad_norm = optimizer_step(opt, loss, params, config.max_grad_norm, step, run.history)
         # 4) log
         run.log(step, {

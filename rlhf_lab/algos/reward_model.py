@@ -28,6 +28,7 @@ from rlhf_lab.data import check_preferences
 from rlhf_lab.history import History
 from rlhf_lab.pairwise import bradley_terry_loss
 from rlhf_lab.scale import get_seed
+from rlhf_lab.validate import as_tensor, check_callable, check_float, check_instance, check_int, check_tensor, check_texts
 
 
 def _pair_scores(rm, tokenizer, prompts, chosen, rejected, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,6 +43,7 @@ def _pair_scores(rm, tokenizer, prompts, chosen, rejected, device) -> tuple[torc
 def preference_accuracy(rm, tokenizer, dataset, batch_size: int = 256) -> float:
     """Fraction of pairs the RM orders correctly (r(x, y_w) > r(x, y_l))."""
     check_preferences(dataset, "dataset")
+    check_int("batch_size", batch_size, ge=1)
     device = next(rm.parameters()).device
     was_training = rm.training
     rm.eval()
@@ -80,7 +82,7 @@ class RewardModelConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        check_fields(self, {
+        check_fields(self, lambda: {
             "epochs": (self.epochs >= 1, ">= 1"),
             "lr": (self.lr > 0, "> 0"),
             "batch_size": (self.batch_size >= 1, ">= 1"),
@@ -110,8 +112,13 @@ def train(rm, tokenizer, train_dataset, config: RewardModelConfig, callback: Cal
         ``rm/eval_accuracy``.
 
     Raises:
-        FloatingPointError: the loss became NaN or infinite (names the step).
+        FloatingPointError: the loss, the gradient norm or the model's outputs became NaN or
+            infinite (names the step and the last finite metrics; ``err.history``).
     """
+    check_instance("rm", rm, torch.nn.Module, "a RewardModel")
+    check_callable("tokenizer", tokenizer, "a tokenizer (texts -> ids)")
+    check_instance("config", config, RewardModelConfig, "a RewardModelConfig")
+    check_callable("callback", callback, "a function callback(step, metrics, history)", none=True)
     check_preferences(train_dataset, "train_dataset")
     if eval_dataset is not None:
         check_preferences(eval_dataset, "eval_dataset")
@@ -128,9 +135,10 @@ def train(rm, tokenizer, train_dataset, config: RewardModelConfig, callback: Cal
         losses, correct = [], 0
         for start in range(0, n, config.batch_size):
             batch = train_dataset[order[start: start + config.batch_size]]
-            # 1) scores, 2) loss and step
-            r_c, r_r = _pair_scores(rm, tokenizer, batch["prompt"], batch["chosen"], batch["rejected"], device)
-            loss, stats = bradley_terry_loss(r_c, r_r)
+            with run.guard(step):  # NaN scores (diverged weights) stop the run here
+                # 1) scores, 2) loss and step
+                r_c, r_r = _pair_scores(rm, tokenizer, batch["prompt"], batch["chosen"], batch["rejected"], device)
+                loss, stats = bradley_terry_loss(r_c, r_r)
             optimizer_step(opt, loss, params, config.max_grad_norm, step, run.history)
             # 3) log
             losses.append(loss.item() * len(r_c))
@@ -167,9 +175,12 @@ def normalise_rewards(rm, tokenizer, texts: list[str], batch_size: int = 256) ->
     Use reference samples (prompt + completion drawn from π_ref): afterwards the RM's output
     has mean 0 and std 1 under π_ref. Returns (mean, std).
     """
+    texts = check_texts("texts", texts)
+    check_int("batch_size", batch_size, ge=1)
     if len(texts) < 2:
         raise ValueError(f"texts must hold at least 2 texts to estimate a std, got {len(texts)}")
-    raw = rm.score_texts(texts, tokenizer, batch_size=batch_size, raw=True)
+    raw = check_tensor("the reward model's scores", rm.score_texts(texts, tokenizer, batch_size=batch_size, raw=True),
+                       finite=True)
     mean, std = raw.mean().item(), raw.std().item()
     if not std > 0:
         raise ValueError("the reward model gives every text the same score; its std is 0, cannot normalise")
@@ -201,15 +212,16 @@ def label_ceiling(chosen_gold: torch.Tensor, rejected_gold: torch.Tensor, label_
     Returns:
         The expected accuracy of the Bayes classifier, in [½, 1].
     """
-    chosen_gold = torch.as_tensor(chosen_gold, dtype=torch.float64)
-    rejected_gold = torch.as_tensor(rejected_gold, dtype=torch.float64)
+    chosen_gold = torch.as_tensor(check_tensor("chosen_gold", as_tensor("chosen_gold", chosen_gold), finite=True),
+                                  dtype=torch.float64)
+    rejected_gold = torch.as_tensor(check_tensor("rejected_gold", as_tensor("rejected_gold", rejected_gold),
+                                                 finite=True), dtype=torch.float64)
     if chosen_gold.ndim != 1 or chosen_gold.shape != rejected_gold.shape or chosen_gold.numel() == 0:
         raise ValueError(
             "chosen_gold and rejected_gold must both have shape (B,) with B ≥ 1, "
             f"got {tuple(chosen_gold.shape)} and {tuple(rejected_gold.shape)}"
         )
-    if not label_noise >= 0:
-        raise ValueError(f"label_noise must be ≥ 0 (τ, the Bradley–Terry temperature), got {label_noise}")
+    check_float("label_noise", label_noise, ge=0)
     gap = (chosen_gold - rejected_gold).abs()
     # (eq-label-ceiling); at τ = 0 a tie is a coin flip and any other pair is certain
     right = torch.sigmoid(gap / label_noise) if label_noise > 0 else torch.where(gap > 0, 1.0, 0.5)
@@ -226,6 +238,8 @@ def enumerated_rewards(rm, tokenizer, enumeration, batch_size: int = 1024) -> to
     Returns:
         float64 tensor (P, K) in the enumeration's order, on the CPU.
     """
+    check_instance("rm", rm, torch.nn.Module, "a RewardModel")
+    check_int("batch_size", batch_size, ge=1)
     texts = [f"{x} {y}" for x in enumeration.prompts for y in enumeration.completions]
     scores = rm.score_texts(texts, tokenizer, batch_size=batch_size)
     return scores.double().view(enumeration.shape)

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import random
 
-from rlhf_lab.worlds.base import EOS, SPECIALS, TokenWorld
+from rlhf_lab.validate import check_float, check_instance, check_int
+from rlhf_lab.worlds.base import EOS, MAX_ENUMERATED, SPECIALS, TokenWorld  # noqa: F401  (MAX_ENUMERATED re-exported)
 
 DIGITS = tuple(str(d) for d in range(10))
 PLUS, EQUALS = "+", "="
-# exact enumeration stores (P, K) tables; above this many entries the world is sampled instead
-MAX_ENUMERATED = 5_000_000
 
 
 class ArithmeticWorld(TokenWorld):
@@ -31,12 +30,12 @@ class ArithmeticWorld(TokenWorld):
     Args:
         max_operand: the largest operand, 1 … 999.
         enumerable: whether exact enumeration is allowed; by default, when the table of every
-            prompt × completion has at most 5 million entries (true at scales ci and cpu).
+            prompt × completion has at most 5 million entries (true at scales ci and cpu; True
+            above 20 million raises).
     """
 
     def __init__(self, max_operand: int = 9, *, enumerable: bool | None = None) -> None:
-        if not 1 <= max_operand <= 999:
-            raise ValueError(f"max_operand must be in 1 … 999, got {max_operand}")
+        check_int("max_operand", max_operand, ge=1, le=999)
         self.name = "arithmetic"
         self.verifiable = True  # the gold reward is a 0/1 check of the sum
         self.max_operand = max_operand
@@ -45,10 +44,7 @@ class ArithmeticWorld(TokenWorld):
         self.vocab = [*SPECIALS, *DIGITS, PLUS, EQUALS]
         self.completion_vocab = [EOS, *DIGITS]
         self.max_new_tokens = len(str(2 * max_operand)) + 1  # the longest sum and EOS
-        n_completions = sum(10**n for n in range(self.max_new_tokens + 1))
-        if enumerable is None:
-            enumerable = len(self.prompts) * n_completions <= MAX_ENUMERATED
-        self.enumerable = enumerable
+        self.enumerable = self.default_enumerable(enumerable)
 
     @classmethod
     def from_scale(cls, scale, **overrides) -> "ArithmeticWorld":
@@ -59,12 +55,12 @@ class ArithmeticWorld(TokenWorld):
     def prompt(self, a: int, b: int) -> str:
         """The prompt text of ``a + b =``, e.g. ``"0 7 + 1 2 ="`` for width 2."""
         for name, v in (("a", a), ("b", b)):
-            if not 0 <= v <= self.max_operand:
-                raise ValueError(f"{name} must be in 0 … {self.max_operand}, got {v}")
+            check_int(name, v, ge=0, le=self.max_operand)
         return " ".join([*f"{a:0{self.width}d}", PLUS, *f"{b:0{self.width}d}", EQUALS])
 
     def operands(self, prompt: str) -> tuple[int, int]:
         """(a, b) of a prompt text."""
+        check_instance("prompt", prompt, str, "a string such as '0 7 + 1 2 ='")
         tokens = prompt.split()
         w = self.width
         if (len(tokens) != 2 * w + 2 or tokens[w] != PLUS or tokens[-1] != EQUALS
@@ -85,6 +81,7 @@ class ArithmeticWorld(TokenWorld):
     # -- gold reward -------------------------------------------------------------------------
     def gold_reward(self, prompt: str, completion: str) -> float:
         """1.0 for the exact sum followed by EOS, else 0.0 (chapter 08)."""
+        check_instance("completion", completion, str, "a string of tokens")
         tokens = completion.split()
         if EOS in tokens:
             tokens = tokens[: tokens.index(EOS) + 1]  # the sampler stops at EOS
@@ -108,10 +105,9 @@ class ArithmeticWorld(TokenWorld):
 
     def corpus(self, n: int, seed: int = 0, p_correct: float = 0.5) -> list[str]:
         """``n`` texts ``"a + b = digits [EOS]"`` with uniform operands; right with ``p_correct``."""
-        if n < 0:
-            raise ValueError(f"n must be ≥ 0, got {n}")
-        if not 0.0 <= p_correct <= 1.0:
-            raise ValueError(f"p_correct must be in [0, 1], got {p_correct}")
+        check_int("n", n, ge=0)
+        check_int("seed", seed)
+        check_float("p_correct", p_correct, ge=0.0, le=1.0)
         rng = random.Random(seed)
         texts = []
         for _ in range(n):

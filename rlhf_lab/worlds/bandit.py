@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
+from rlhf_lab.validate import as_tensor, check_float, check_ids, check_int, check_tensor
+
 ARM_NAMES = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
@@ -35,8 +37,10 @@ class Bandit:
     ref_logits: torch.Tensor
 
     def __post_init__(self) -> None:
-        self.rewards = torch.as_tensor(self.rewards, dtype=torch.float64)
-        self.ref_logits = torch.as_tensor(self.ref_logits, dtype=torch.float64)
+        self.rewards = torch.as_tensor(check_tensor("rewards", as_tensor("rewards", self.rewards), finite=True),
+                                       dtype=torch.float64)
+        self.ref_logits = torch.as_tensor(check_tensor("ref_logits", as_tensor("ref_logits", self.ref_logits),
+                                                       finite=True), dtype=torch.float64)
         if self.rewards.ndim != 1 or self.rewards.numel() < 2:
             raise ValueError(f"rewards must have shape (K,) with K ≥ 2, got {tuple(self.rewards.shape)}")
         if self.ref_logits.shape != self.rewards.shape:
@@ -47,8 +51,11 @@ class Bandit:
     @classmethod
     def random(cls, k: int, seed: int = 0, reward_scale: float = 1.0) -> "Bandit":
         """A bandit with scores ~ N(0, reward_scale²) and a non-uniform reference policy."""
+        check_int("k", k)
         if k < 2:
             raise ValueError(f"k must be ≥ 2 (number of arms), got {k}")
+        check_int("seed", seed)
+        check_float("reward_scale", reward_scale, ge=0)
         g = torch.Generator().manual_seed(seed)
         rewards = reward_scale * torch.randn(k, generator=g, dtype=torch.float64)
         ref_logits = 0.7 * torch.randn(k, generator=g, dtype=torch.float64)
@@ -78,7 +85,8 @@ class Bandit:
 
 def bt_matrix(scores: torch.Tensor) -> torch.Tensor:
     """P[i, j] = σ(s_i − s_j) (eq-bt). Shape: scores (K,) → (K, K). Chapter 01."""
-    scores = torch.as_tensor(scores, dtype=torch.float64)
+    scores = torch.as_tensor(check_tensor("scores", as_tensor("scores", scores), ndim=1, finite=True, dims="(K,)"),
+                             dtype=torch.float64)
     return torch.sigmoid(scores[:, None] - scores[None, :])
 
 
@@ -101,9 +109,11 @@ def intransitive_matrix() -> torch.Tensor:
 
 
 def _check_matrix(p: torch.Tensor) -> torch.Tensor:
-    p = torch.as_tensor(p, dtype=torch.float64)
-    if p.ndim != 2 or p.shape[0] != p.shape[1]:
-        raise ValueError(f"preference matrix must be square (K, K), got shape {tuple(p.shape)}")
+    p = torch.as_tensor(check_tensor("p (the preference matrix)", as_tensor("p", p), finite=True), dtype=torch.float64)
+    if p.ndim != 2 or p.shape[0] != p.shape[1] or p.shape[0] < 2:
+        raise ValueError(f"preference matrix must be square (K, K) with K >= 2, got shape {tuple(p.shape)}")
+    if bool(((p < 0) | (p > 1)).any()):
+        raise ValueError("preference matrix must hold probabilities P[i, j] in [0, 1]")
     if not torch.allclose(p + p.T, torch.ones_like(p), atol=1e-9):
         raise ValueError("preference matrix must satisfy P[i, j] + P[j, i] = 1")
     return p
@@ -118,8 +128,10 @@ def sample_comparisons(
         (i, j, y): arm indices (n,) and outcomes y (n,) float, 1.0 where i ≻ j.
     """
     p = _check_matrix(p)
+    check_int("n (number of comparisons)", n)
     if n < 1:
         raise ValueError(f"n (number of comparisons) must be ≥ 1, got {n}")
+    check_int("seed", seed)
     k = p.shape[0]
     g = torch.Generator().manual_seed(seed)
     i = torch.randint(0, k, (n,), generator=g)
@@ -130,9 +142,22 @@ def sample_comparisons(
 
 def bt_log_likelihood(scores: torch.Tensor, i: torch.Tensor, j: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Mean log-likelihood of outcomes y under BT with ``scores``. Chapter 01."""
+    check_tensor("scores", scores, kind="float", ndim=1, finite=True, dims="(K,)")
+    _check_comparisons(i, j, y, len(scores))
     diff = scores[i] - scores[j]
     # log P(y | s) = y·log σ(d) + (1 − y)·log σ(−d)
     return (y * torch.nn.functional.logsigmoid(diff) + (1 - y) * torch.nn.functional.logsigmoid(-diff)).mean()
+
+
+def _check_comparisons(i: torch.Tensor, j: torch.Tensor, y: torch.Tensor, k: int) -> None:
+    """Arm indices i, j in 0 … k − 1 and outcomes y in [0, 1], all of one shape (n,), n ≥ 1."""
+    check_ids("i", check_tensor("i", i, ndim=1, nonempty=True, dims="(n,)"), k, "arm indices")
+    check_ids("j", j, k, "arm indices")
+    check_tensor("y", y, kind="float", finite=True)
+    if not (i.shape == j.shape == y.shape):
+        raise ValueError(f"i, j and y must have the same shape, got {tuple(i.shape)}, {tuple(j.shape)}, {tuple(y.shape)}")
+    if bool(((y < 0) | (y > 1)).any()):
+        raise ValueError("y must hold outcomes in [0, 1] (1.0 where i wins)")
 
 
 def fit_bradley_terry(
@@ -144,10 +169,10 @@ def fit_bradley_terry(
     constant; we report the centred solution. A tiny L2 term keeps the optimum finite when an
     arm never loses (or never wins). Newton's method: the problem is concave and K is small.
     """
-    if k < 2:
-        raise ValueError(f"k (number of arms) must be ≥ 2, got {k}")
-    if not (i.shape == j.shape == y.shape):
-        raise ValueError(f"i, j and y must have the same shape, got {tuple(i.shape)}, {tuple(j.shape)}, {tuple(y.shape)}")
+    check_int("k (number of arms)", k, ge=2)
+    check_float("l2", l2, ge=0)
+    check_int("iters", iters, ge=1)
+    _check_comparisons(i, j, y, k)
     n = y.numel()
     x = torch.zeros(n, k, dtype=torch.float64)  # design matrix: +1 for i, −1 for j
     x[torch.arange(n), i] += 1.0
@@ -216,7 +241,8 @@ def cycles(p: torch.Tensor) -> list[tuple[int, int, int]]:
 
 def score_error(fitted: torch.Tensor, true: torch.Tensor) -> float:
     """Largest gap between fitted and true scores once both are centred (the free constant)."""
-    fitted = torch.as_tensor(fitted, dtype=torch.float64)
-    true = torch.as_tensor(true, dtype=torch.float64)
+    fitted = torch.as_tensor(check_tensor("fitted", as_tensor("fitted", fitted), finite=True), dtype=torch.float64)
+    true = torch.as_tensor(check_tensor("true", as_tensor("true", true), shape=fitted.shape, finite=True),
+                           dtype=torch.float64)
     return float(((fitted - fitted.mean()) - (true - true.mean())).abs().max())
 

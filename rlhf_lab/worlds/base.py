@@ -25,8 +25,15 @@ from collections.abc import Sequence
 
 import torch
 
+from rlhf_lab.validate import check_bool, check_instance, check_tensor, check_texts
+
 PAD, EOS, UNK = "[PAD]", "[EOS]", "[UNK]"
 SPECIALS = (PAD, EOS, UNK)
+# Exact enumeration stores (P, K) tables (P prompts, K completions per prompt) and runs the policy
+# on P·K/W prefixes. Up to MAX_ENUMERATED entries a world is enumerable by default (a second or
+# two per evaluation on a CPU); above HARD_MAX_ENUMERATED it never is, even when asked.
+MAX_ENUMERATED = 5_000_000
+HARD_MAX_ENUMERATED = 20_000_000
 
 
 class TokenWorld(ABC):
@@ -60,6 +67,7 @@ class TokenWorld(ABC):
 
     def encode(self, text: str) -> list[int]:
         """Space-separated tokens → ids (unknown tokens raise, they are a bug in a world)."""
+        check_instance("text", text, str, "a string of space-separated tokens")
         table = self.token_to_id()
         try:
             return [table[tok] for tok in text.split()]
@@ -81,10 +89,39 @@ class TokenWorld(ABC):
 
         Shape: logits (..., V) → (..., V). The sampler and exact.py both call this.
         """
+        check_tensor("logits", logits, kind="float")
+        if logits.dim() < 1 or logits.shape[-1] != len(self.vocab):
+            raise ValueError(f"logits must have shape (..., V) with V = {len(self.vocab)}, {self.name}'s vocabulary; "
+                             f"got {tuple(logits.shape)}")
         allowed = self.allowed_mask().to(logits.device)
         return logits.masked_fill(~allowed, float("-inf"))
 
     # -- completions -------------------------------------------------------------------------
+    def n_completions(self) -> int:
+        """K = Σ_{n<L} W^n + W^L: completions of n < L words and EOS, plus the L-word truncated ones."""
+        w, length = len(self.completion_vocab) - 1, self.max_new_tokens
+        return sum(w**n for n in range(length)) + w**length
+
+    def check_enumerable(self) -> None:
+        """Refuse exact enumeration when the world is marked not enumerable or is too large for it,
+        naming the count and the sampled alternative."""
+        size, p = self.n_completions(), len(self.prompts)
+        if not self.enumerable or p * size > HARD_MAX_ENUMERATED:
+            raise ValueError(
+                f"world {self.name!r} is not enumerable here ({p} prompts × {size:,} completions = {p * size:,} "
+                f"entries; the limit is {MAX_ENUMERATED:,} by default, {HARD_MAX_ENUMERATED:,} at most): measure it "
+                f"by sampling — SampledEvaluator(world, ref_policy), or let a trainer choose (default_evaluator)")
+
+    def default_enumerable(self, enumerable: bool | None) -> bool:
+        """``enumerable`` as asked, else whether the (P, K) table has at most ``MAX_ENUMERATED`` entries;
+        True above ``HARD_MAX_ENUMERATED`` raises (the exact evaluator would grind for hours)."""
+        check_bool("enumerable", enumerable, none=True)
+        entries = len(self.prompts) * self.n_completions()
+        if enumerable and entries > HARD_MAX_ENUMERATED:
+            self.enumerable = True
+            self.check_enumerable()
+        return entries <= MAX_ENUMERATED if enumerable is None else enumerable
+
     def enumerate_completions(self) -> list[str]:
         """Every completion the policy can produce, for any prompt (same set for all prompts).
 
@@ -92,8 +129,7 @@ class TokenWorld(ABC):
         ones that end in EOS (0 … max_new_tokens − 1 words), then the truncated ones
         (max_new_tokens words, no EOS).
         """
-        if not self.enumerable:
-            raise ValueError(f"world {self.name!r} at this scale is not enumerable")
+        self.check_enumerable()
         words = [t for t in self.completion_vocab if t != EOS]
         out = []
         for n in range(self.max_new_tokens):
@@ -112,6 +148,8 @@ class TokenWorld(ABC):
 
     def gold_rewards(self, prompts: Sequence[str], completions: Sequence[str]) -> torch.Tensor:
         """Vectorised ``gold_reward``. Shape: (B,) float32."""
+        prompts, completions = check_texts("prompts", prompts, nonempty=False), check_texts("completions", completions,
+                                                                                             nonempty=False)
         if len(prompts) != len(completions):
             raise ValueError(
                 f"prompts and completions must have the same length, got {len(prompts)} and {len(completions)}"

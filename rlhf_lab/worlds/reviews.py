@@ -40,6 +40,7 @@ import random
 
 import numpy as np
 
+from rlhf_lab.validate import check_bool, check_float, check_instance, check_int
 from rlhf_lab.worlds.base import EOS, SPECIALS, TokenWorld
 
 TOPICS = ("<food>", "<film>", "<hotel>", "<book>", "<music>", "<game>", "<phone>", "<cafe>")
@@ -66,7 +67,9 @@ class ReviewsWorld(TokenWorld):
         max_new_tokens: L, the most tokens a completion may have (EOS included), ≥ 2.
         negation: include the word "not".
         intensifier: include the word "very".
-        enumerable: whether exact enumeration is allowed (the scale decides).
+        enumerable: whether exact enumeration is allowed (the scale decides); by default, when the
+            table of every prompt × completion has at most 5 million entries (``base.MAX_ENUMERATED``;
+            True above 20 million raises: exact evaluation would grind for hours).
         positive_rates: per topic, the share of positive reviews in the corpus; by default
             evenly spaced from 0.3 to 0.7 (0.5 for one topic), which averages to one half.
     """
@@ -79,19 +82,21 @@ class ReviewsWorld(TokenWorld):
         *,
         negation: bool = True,
         intensifier: bool = True,
-        enumerable: bool = True,
+        enumerable: bool | None = None,
         positive_rates: tuple[float, ...] | None = None,
     ) -> None:
-        if not 1 <= n_topics <= len(TOPICS):
-            raise ValueError(f"n_topics must be in 1 … {len(TOPICS)}, got {n_topics}")
-        if not 1 <= words_per_class <= len(POSITIVE):
-            raise ValueError(f"words_per_class must be in 1 … {len(POSITIVE)}, got {words_per_class}")
-        if max_new_tokens < 2:
-            raise ValueError(f"max_new_tokens must be ≥ 2 (a word and EOS), got {max_new_tokens}")
+        check_int("n_topics", n_topics, ge=1, le=len(TOPICS))
+        check_int("words_per_class", words_per_class, ge=1, le=len(POSITIVE))
+        check_int("max_new_tokens (a word and EOS at least)", max_new_tokens, ge=2)
+        check_bool("negation", negation)
+        check_bool("intensifier", intensifier)
         if positive_rates is None:
             positive_rates = tuple(np.linspace(0.3, 0.7, n_topics)) if n_topics > 1 else (0.5,)
-        if len(positive_rates) != n_topics or not all(0.0 <= r <= 1.0 for r in positive_rates):
-            raise ValueError(f"positive_rates must be {n_topics} numbers in [0, 1], got {positive_rates}")
+        if isinstance(positive_rates, (str, bytes)) or not hasattr(positive_rates, "__len__") \
+                or len(positive_rates) != n_topics:
+            raise ValueError(f"positive_rates must be {n_topics} numbers in [0, 1], got {positive_rates!r}")
+        for i, r in enumerate(positive_rates):
+            check_float(f"positive_rates[{i}]", r, ge=0.0, le=1.0)
         self.name = "reviews"
         self.polarity = dict(POSITIVE[:words_per_class] + NEGATIVE[:words_per_class])
         self.modifiers = [w for w, keep in ((NOT, negation), (VERY, intensifier)) if keep]
@@ -100,7 +105,7 @@ class ReviewsWorld(TokenWorld):
         self.vocab = [*SPECIALS, *self.prompts, *words]
         self.completion_vocab = [EOS, *words]
         self.max_new_tokens = max_new_tokens
-        self.enumerable = enumerable
+        self.enumerable = self.default_enumerable(enumerable)
         self.positive_rates = tuple(float(r) for r in positive_rates)
         # the gold reward ignores the topic, so one cache entry per completion serves all prompts
         self._cache: dict[str, float] = {}
@@ -119,6 +124,7 @@ class ReviewsWorld(TokenWorld):
     # -- gold reward -------------------------------------------------------------------------
     def gold_parts(self, completion: str) -> dict[str, float]:
         """The terms of the gold reward (chapter 00) for one completion: sentiment and each fluency error count."""
+        check_instance("completion", completion, str, "a string of review words")
         tokens = completion.split()
         unknown = [t for t in tokens if t not in self.polarity and t not in self.modifiers and t != EOS]
         if unknown:
@@ -178,8 +184,8 @@ class ReviewsWorld(TokenWorld):
         The topic is uniform; the review is positive with the topic's ``positive_rates`` entry;
         no word repeats and the review fits in ``max_new_tokens`` (EOS included).
         """
-        if n < 0:
-            raise ValueError(f"n must be ≥ 0, got {n}")
+        check_int("n", n, ge=0)
+        check_int("seed", seed)
         rng = random.Random(seed)
         phrases = {True: self._phrases(True), False: self._phrases(False)}
         budget = self.max_new_tokens - 1  # words before EOS
