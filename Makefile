@@ -16,7 +16,7 @@ export RLHF_LAB_SCALE
 
 STAMP := $(VENV)/.installed
 
-.PHONY: env test book lab notebooks clean bench seeds
+.PHONY: env test book book-instructor lab notebooks clean bench seeds
 
 env: $(STAMP)
 
@@ -27,9 +27,9 @@ $(STAMP): pyproject.toml
 	touch $@
 
 # 1) unit, science and chapter tiers in parallel; the chapter tier executes every chapter at ci
-#    AND at cpu (the default scale of a machine without CUDA, so what `make book` runs) and
-#    saves the executed notebooks. Chapters are collected first, longest first, and handed out
-#    two at a time (--maxschedchunk 2) so that both workers stay busy until the end;
+#    AND at cpu (the default scale of a machine without CUDA, so what `make book` runs), and in
+#    the instructor edition at ci, and saves the executed notebooks. Chapters are collected
+#    first, longest first, and handed out two at a time (--maxschedchunk 2) so that both workers stay busy until the end;
 # 2) the book tier builds the site from the cpu notebooks, as `make book` does, and opens it in
 #    headless Chromium.
 # One torch thread per process: two workers on two cores; torch's default of one thread per
@@ -41,9 +41,15 @@ test: $(STAMP)
 
 
 # Executes every chapter at the default scale (gpu with CUDA, else cpu; RLHF_LAB_SCALE=ci for the
-# small one), two at a time, then builds the site from the executed notebooks.
+# small one), two at a time, then builds the site from the executed notebooks: the student
+# edition (stubs and their checks, empty practice answers) into book/_build/html.
 book: $(STAMP)
 	$(BIN)/python -m rlhf_lab.book build --jobs $(BOOK_JOBS)
+
+# The instructor edition: every stub replaced by its solution and every practice answer filled
+# in, executed (a check that fails fails the build), into book/_build/instructor/html.
+book-instructor: $(STAMP)
+	RLHF_LAB_EDITION=instructor $(BIN)/python -m rlhf_lab.book build --jobs $(BOOK_JOBS)
 
 notebooks: $(STAMP)
 	$(BIN)/python -m rlhf_lab.book notebooks

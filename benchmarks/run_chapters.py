@@ -10,6 +10,9 @@ and the README's per-chapter times at scale gpu come from it on the GPU machine:
 
     python benchmarks/run_chapters.py chapters/*.md --scales gpu --jobs 4 --out executed/
 
+``--edition instructor`` runs the instructor edition (``RLHF_LAB_EDITION``, which is also read
+from the environment): the solutions filled in, every check and answer required to pass.
+
 Each chapter runs in its own kernel (as the book build does) with ``RLHF_LAB_STATIC=1``. A
 failing chapter is reported with the end of its traceback, and the script exits non-zero. With
 ``--out`` the executed notebooks (failed ones up to the failing cell) and a results.json are
@@ -30,14 +33,15 @@ import time
 from pathlib import Path
 
 
-def run_one(chapter: str, scale: str, seed: int, out: str | None, threads: int) -> dict:
+def run_one(chapter: str, scale: str, seed: int, out: str | None, threads: int,
+            edition: str = "student") -> dict:
     import nbformat
 
     from rlhf_lab.book import execute_chapter
 
     env = {"RLHF_LAB_SCALE": scale, "RLHF_LAB_SEED": str(seed), "RLHF_LAB_STATIC": "1",
-           "OMP_NUM_THREADS": str(threads)}
-    result = {"chapter": Path(chapter).stem, "scale": scale, "seed": seed}
+           "OMP_NUM_THREADS": str(threads), "RLHF_LAB_EDITION": edition}
+    result = {"chapter": Path(chapter).stem, "scale": scale, "seed": seed, "edition": edition}
     start = time.perf_counter()
     try:
         nb, seconds = execute_chapter(Path(chapter), env=env, timeout=1800)
@@ -46,7 +50,8 @@ def run_one(chapter: str, scale: str, seed: int, out: str | None, threads: int) 
         nb = getattr(exc, "notebook", None)  # executed up to the failing cell
         result.update(ok=False, seconds=round(time.perf_counter() - start, 1), error=str(exc)[-3000:])
     if nb is not None and out:
-        nbformat.write(nb, Path(out) / f"{Path(chapter).stem}.{scale}.seed{seed}.ipynb")
+        tag = "" if edition == "student" else f".{edition}"
+        nbformat.write(nb, Path(out) / f"{Path(chapter).stem}.{scale}.seed{seed}{tag}.ipynb")
     return result
 
 
@@ -82,7 +87,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="values of RLHF_LAB_SEED (>= 0)")
     parser.add_argument("--jobs", type=int, default=1, help="chapters run at once (>= 1)")
     parser.add_argument("--out", default=None, help="folder for the executed notebooks and results.json")
+    parser.add_argument("--edition", default=None, choices=("student", "instructor"),
+                        help="the edition to run (default: RLHF_LAB_EDITION, else student)")
     args = parser.parse_args(argv)
+    from rlhf_lab.editions import edition
+
+    try:
+        args.edition = edition(args.edition)
+    except ValueError as exc:  # RLHF_LAB_EDITION names no edition
+        parser.error(str(exc))
     if args.jobs < 1:
         parser.error(f"--jobs must be >= 1, got {args.jobs}")
     if any(s < 0 for s in args.seeds):
@@ -96,14 +109,16 @@ def main(argv: list[str] | None = None) -> int:
         device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     except Exception:
         device = "unknown"
-    print(f"scales {args.scales}, seeds {args.seeds}, device {device}, {args.jobs} chapter(s) at a time, "
+    print(f"{args.edition} edition, scales {args.scales}, seeds {args.seeds}, device {device}, "
+          f"{args.jobs} chapter(s) at a time, "
           f"{threads} CPU thread(s) each", flush=True)
     start = time.perf_counter()
     # seed-major order: the first pass over the chapters finishes before the next seed starts
     tasks = [(ch, sc, sd) for sd in args.seeds for sc in args.scales for ch in args.chapters]
     results = []
     with concurrent.futures.ProcessPoolExecutor(args.jobs) as pool:
-        futures = [pool.submit(run_one, ch, sc, sd, args.out, threads) for ch, sc, sd in tasks]
+        futures = [pool.submit(run_one, ch, sc, sd, args.out, threads, args.edition)
+                   for ch, sc, sd in tasks]
         for future in concurrent.futures.as_completed(futures):
             result = future.result()
             results.append(result)

@@ -1,13 +1,16 @@
 """Build tooling for the book and the Colab notebooks (``python -m rlhf_lab.book``).
 
     python -m rlhf_lab.book build       # execute every chapter (2 at a time), build book/_build/html
+    RLHF_LAB_EDITION=instructor python -m rlhf_lab.book build   # … book/_build/instructor/html
     python -m rlhf_lab.book notebooks   # sync Colab URLs from book/_config.yml, regenerate notebooks/
     python -m rlhf_lab.book check       # fail if notebooks/ or the Colab URLs drifted
 
 Chapters are MyST Markdown notebooks in ``chapters/`` — the source of truth. ``notebooks/*.ipynb``
 are generated from them without outputs, for Colab. The repository the Colab badge and the
 install cell point to is ``repository.url`` in ``book/_config.yml``: one setting for a fork.
-The conversion of a chapter's MyST to the notebooks' plain Markdown is in ``myst.py``.
+The conversion of a chapter's MyST to the notebooks' plain Markdown is in ``myst.py``; running a
+chapter in a kernel, in the student or the instructor edition (``editions.py``), in
+``execution.py``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from rlhf_lab import editions
+from rlhf_lab.execution import execute_chapter
 from rlhf_lab.myst import BIB, bibliography, number_equations, plain_markdown, references  # noqa: F401  (re-exported)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,72 +130,43 @@ def drift() -> list[str]:
     return problems
 
 
-def execute_chapter(path: Path, *, timeout: int = 600, env: dict | None = None):
-    """Run a chapter top to bottom in a fresh kernel, as the book build does.
-
-    Returns (executed notebook, seconds). A failing cell or assert raises
-    ``nbclient.exceptions.CellExecutionError`` naming the cell; the notebook as executed up to
-    that cell is its ``notebook`` attribute.
-    """
-    import jupytext
-    import nbclient
-
-    nb = jupytext.read(path, fmt="md:myst")
-    old = {k: os.environ.get(k) for k in (env or {})}
-    os.environ.update({k: str(v) for k, v in (env or {}).items()})
-    try:
-        client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                                         resources={"metadata": {"path": str(path.parent)}},
-                                         store_widget_state=True)
-        start = time.perf_counter()
-        try:
-            client.execute()
-        except Exception as exc:
-            exc.notebook = nb
-            raise
-        return nb, time.perf_counter() - start
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def _execute_one(path: Path, scale: str, threads: int, out: Path) -> tuple[str, float]:
+def _execute_one(path: Path, scale: str, threads: int, out: Path, edition: str) -> tuple[str, float]:
     """Worker of :func:`execute_chapters`: execute one chapter, write it to ``out``."""
     import nbformat
 
-    env = {"RLHF_LAB_SCALE": scale, "RLHF_LAB_STATIC": "1", "OMP_NUM_THREADS": str(threads)}
+    env = {"RLHF_LAB_SCALE": scale, "RLHF_LAB_STATIC": "1", "OMP_NUM_THREADS": str(threads),
+           editions.VARIABLE: edition}
     nb, seconds = execute_chapter(path, env=env, timeout=1800)
     nbformat.write(nb, out / f"{path.stem}.ipynb")
     return path.stem, seconds
 
 
-def execute_chapters(scale: str, out: Path, jobs: int = 2) -> dict[str, float]:
-    """Execute every chapter at ``scale``, ``jobs`` at a time, each in its own kernel with
-    ``cpu_count // jobs`` torch threads (two chapters on two cores: one thread each, since
-    torch's default of one thread per core makes them fight). Writes ``out/<chapter>.ipynb``
-    and returns the wall time of each chapter. The first failing chapter raises
-    ``nbclient.exceptions.CellExecutionError`` naming the cell (after the others finish)."""
+def execute_chapters(scale: str, out: Path, jobs: int = 2, edition: str | None = None) -> dict[str, float]:
+    """Execute every chapter at ``scale`` in ``edition`` (default: ``RLHF_LAB_EDITION``, else
+    student), ``jobs`` at a time, each in its own kernel with ``cpu_count // jobs`` torch threads
+    (two chapters on two cores: one thread each, since torch's default of one thread per core
+    makes them fight). Writes ``out/<chapter>.ipynb`` and returns the wall time of each chapter.
+    The first failing chapter raises ``nbclient.exceptions.CellExecutionError`` naming the cell
+    (after the others finish)."""
     import concurrent.futures
 
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
+    edition = editions.edition(edition)
     out.mkdir(parents=True, exist_ok=True)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     times, failures = {}, []
     with concurrent.futures.ProcessPoolExecutor(jobs) as pool:
-        futures = {pool.submit(_execute_one, p, scale, threads, out): p for p in chapter_paths()}
+        futures = {pool.submit(_execute_one, p, scale, threads, out, edition): p for p in chapter_paths()}
         for future in concurrent.futures.as_completed(futures):
             try:
                 name, seconds = future.result()
             except Exception as exc:
                 failures.append((futures[future], exc))
-                print(f"{futures[future].stem}: FAILED at scale {scale}", flush=True)
+                print(f"{futures[future].stem}: FAILED at scale {scale} ({edition})", flush=True)
                 continue
             times[name] = seconds
-            print(f"{name}: {seconds:.1f} s at scale {scale}", flush=True)
+            print(f"{name}: {seconds:.1f} s at scale {scale} ({edition})", flush=True)
     if failures:
         raise failures[0][1]
     return times
@@ -202,25 +178,29 @@ def _jupyter_book(source: Path, config: Path, toc: Path, output: Path, env: dict
     subprocess.run(cmd, check=True, env={**os.environ, **env}, cwd=source)
 
 
-def build(*, executed: Path | None = None, output: Path = BUILD.parent, jobs: int = 2) -> Path:
-    """Build the site into ``output/_build/html`` and return that folder.
+def build(*, executed: Path | None = None, output: Path = BUILD.parent, jobs: int = 2,
+          edition: str | None = None) -> Path:
+    """Build the site of ``edition`` (default: ``RLHF_LAB_EDITION``, else student) into
+    ``output/_build/html`` — the instructor edition into ``output/_build/instructor/html`` — and
+    return that folder.
 
     Without ``executed``, every chapter is first executed at the default scale (``RLHF_LAB_SCALE``,
     else ``gpu`` with CUDA and ``cpu`` without), ``jobs`` at a time, into
-    ``book/_build/executed/<scale>/``; a failing cell fails the build. The site is then built from
-    the executed notebooks — the same step the test suite's book tier runs on the notebooks its
-    chapter tier executed at ``cpu``, so ``make test`` checks what ``make book`` does.
+    ``book/_build/executed/<scale>/`` (``<scale>-instructor/``); a failing cell fails the build.
+    The site is then built from the executed notebooks — the same step the test suite's book tier
+    runs on the notebooks its chapter tier executed at ``cpu``, so ``make test`` checks what
+    ``make book`` does.
     """
-    env = {"RLHF_LAB_STATIC": "1"}
+    env, edition = {"RLHF_LAB_STATIC": "1"}, editions.edition(edition)
     if executed is None:
         from rlhf_lab.scale import get_scale
 
         scale = get_scale().name
-        executed = output / "_build" / "executed" / scale
+        executed = output / "_build" / "executed" / editions.run_name(scale, edition)
         start = time.perf_counter()
-        execute_chapters(scale, executed, jobs=jobs)
-        print(f"executed {len(chapter_paths())} chapters at scale {scale} in {time.perf_counter() - start:.0f} s",
-              flush=True)
+        execute_chapters(scale, executed, jobs=jobs, edition=edition)
+        print(f"executed {len(chapter_paths())} chapters at scale {scale} ({edition} edition) in "
+              f"{time.perf_counter() - start:.0f} s", flush=True)
     with tempfile.TemporaryDirectory(prefix="rlhf_lab_book_") as tmp:
         src = Path(tmp)
         shutil.copytree(ROOT / "book", src / "book", ignore=shutil.ignore_patterns("_build"))
@@ -233,9 +213,11 @@ def build(*, executed: Path | None = None, output: Path = BUILD.parent, jobs: in
             shutil.copy(nb, src / "chapters" / nb.name)
         config = _yaml(CONFIG)
         config["execute"]["execute_notebooks"] = "off"
+        if edition == "instructor":
+            config["title"] = f"{config['title']} · instructor edition"
         (src / "book" / "_config.yml").write_text(json.dumps(config))  # JSON is valid YAML
         _jupyter_book(src, src / "book" / "_config.yml", src / "_toc.yml", src, env)
-        html = output / "_build" / "html"
+        html = editions.site_folder(output / "_build", edition)
         if html.exists():
             shutil.rmtree(html)
         shutil.copytree(src / "_build" / "html", html)

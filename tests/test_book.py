@@ -31,7 +31,8 @@ def _ensure_executed() -> None:
             continue
         import nbformat
 
-        nb, _ = book.execute_chapter(path, env={"RLHF_LAB_SCALE": "cpu", "RLHF_LAB_STATIC": "1"})
+        nb, _ = book.execute_chapter(path, env={"RLHF_LAB_SCALE": "cpu", "RLHF_LAB_STATIC": "1",
+                                                "RLHF_LAB_EDITION": "student"})
         EXECUTED.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, out)
 
@@ -39,7 +40,8 @@ def _ensure_executed() -> None:
 @pytest.fixture(scope="module")
 def site() -> Path:
     _ensure_executed()
-    return book.build(executed=EXECUTED)  # the build step of `make book`, on the cpu notebooks
+    # the build step of `make book`, on the cpu notebooks (the student edition's)
+    return book.build(executed=EXECUTED, edition="student")
 
 
 def test_site_has_every_chapter(site):

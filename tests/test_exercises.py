@@ -14,6 +14,12 @@ from rlhf_lab import exercises as ex
 from rlhf_lab.exercises.problems import REGISTRY
 
 
+@pytest.fixture(autouse=True)
+def _student_edition(monkeypatch):
+    """The student edition, whatever the environment says: a wrong answer is a result here."""
+    monkeypatch.delenv("RLHF_LAB_EDITION", raising=False)
+
+
 def _solution(problem):
     namespace = {}
     exec(ex.solution_source(problem), namespace)
@@ -699,6 +705,34 @@ def test_practice_answers_are_parsed_leniently_and_refused_clearly():
         ex.practice("10")
     with pytest.raises(ValueError, match="q1"):
         ex.answer("02", "q99", 1.0)
+
+
+def test_an_answer_not_given_yet_is_neither_right_nor_wrong():
+    for chapter, qid, form in (("04", "q1", "a number"), ("04", "q3", "a letter"),
+                               ("03", "q4", "a dict")):
+        result = ex.answer(chapter, qid, None)  # the placeholder of a chapter's answer cell
+        assert result.pending and not result.passed and not result
+        assert "not answered yet" in result.message and form in result.message
+        assert str(result).startswith("…") and "hint" not in result.message
+        page = result._repr_html_()
+        assert "not answered yet" in page and "#c62828" not in page and "#2e7d32" not in page
+    assert not ex.answer("04", "q1", 2.4).pending and not ex.answer("04", "q1", 0.0).pending
+
+
+def test_the_instructor_edition_raises_where_a_check_or_answer_does_not_pass(monkeypatch):
+    stub_ns = {}
+    exec(ex.stub_source("dpo_loss"), stub_ns)
+    monkeypatch.setenv("RLHF_LAB_EDITION", "instructor")
+    with pytest.raises(AssertionError, match="RLHF_LAB_EDITION=instructor(.|\n)*NotImplementedError"):
+        ex.check("dpo_loss", stub_ns["dpo_loss"])
+    with pytest.raises(AssertionError, match="04/q1"):
+        ex.answer("04", "q1", 2.5)
+    with pytest.raises(AssertionError, match="not answered yet"):
+        ex.answer("04", "q1", None)
+    assert ex.check("dpo_loss", _solution("dpo_loss")).passed
+    assert ex.answer("04", "q1", 2.4).passed and ex.practice("04").answer("q3", "b").passed
+    monkeypatch.setenv("RLHF_LAB_EDITION", "student")
+    assert not ex.check("dpo_loss", stub_ns["dpo_loss"]).passed  # a result, not an error
 
 
 def test_practice_set_renders_its_questions():

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from rlhf_lab.exercises import render
 from rlhf_lab.exercises.problems import Case, Problem, get_problem
+from rlhf_lab.exercises.result import CheckResult, enforce
 
 RTOL, ATOL = 1e-4, 1e-5  # float32: torch.allclose(got, expected, rtol, atol)
 # library code (the standard library, installed packages, rlhf_lab) is not the student's code
@@ -30,27 +30,6 @@ _LIBRARY = tuple(
               os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
               os.path.dirname(os.path.abspath(torch.__file__))}
 )
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """The outcome of a check: ``passed``, and a ``message`` saying what was checked or what
-    differs (with the hint, if any, on its last line). Renders green or red in a notebook."""
-
-    passed: bool
-    message: str
-    hint: str = ""
-
-    def __bool__(self) -> bool:
-        return self.passed
-
-    def __str__(self) -> str:
-        return ("✓ " if self.passed else "✗ ") + self.message
-
-    __repr__ = __str__
-
-    def _repr_html_(self) -> str:
-        return render.result_html(self.passed, self.message)
 
 
 @dataclass(frozen=True)
@@ -68,14 +47,20 @@ def check(problem: str, fn: Callable) -> CheckResult:
         fn: the student's function, called with the problem's arguments in order.
 
     Returns:
-        A :class:`CheckResult`; never raises for a wrong or raising ``fn``.
+        A :class:`CheckResult`; in the student edition it never raises for a wrong or raising
+        ``fn`` (a stub that still raises ``NotImplementedError`` is a failed check).
 
     Raises:
         ValueError: if ``problem`` is not a known problem name.
         RuntimeError: if rlhf_lab's reference disagrees with the problem's formula (a bug in the
             package or the checker, not in the student's code).
+        AssertionError: in the instructor edition (``RLHF_LAB_EDITION=instructor``), if the
+            check fails: there ``fn`` is the reference solution.
     """
-    spec = get_problem(problem)
+    return enforce(_check(get_problem(problem), fn))
+
+
+def _check(spec: Problem, fn: Callable) -> CheckResult:
     if not callable(fn):
         return CheckResult(False, f"{spec.name}: expected a function, got {type(fn).__name__}.")
     cases = spec.cases()

@@ -12,7 +12,7 @@ import numbers
 from dataclasses import dataclass
 
 from rlhf_lab.exercises import render
-from rlhf_lab.exercises.check import CheckResult
+from rlhf_lab.exercises.result import CheckResult, enforce
 from rlhf_lab.exercises.questions import Question
 from rlhf_lab.exercises.sets_early import SETS as _EARLY
 from rlhf_lab.exercises.sets_late import SETS as _LATE
@@ -83,9 +83,19 @@ def answer(chapter: str, qid: str, value: object) -> CheckResult:
 
     Numeric questions take a number (a one-element tensor is fine), choice questions a letter,
     curve questions a dict ``{curve: label}`` or a list of labels in the order of the curves.
+    ``None``, the placeholder of a chapter's answer cell, is "not answered yet": neither right
+    nor wrong (``passed`` False, ``pending`` True). In the instructor edition an answer that is
+    not right, or not given, raises ``AssertionError``.
     """
-    q = practice(chapter).question(qid)
-    name = f"{practice(chapter).chapter}/{q.id}"
+    return enforce(_answer(practice(chapter), qid, value))
+
+
+def _answer(ps: PracticeSet, qid: str, value: object) -> CheckResult:
+    q = ps.question(qid)
+    name = f"{ps.chapter}/{q.id}"
+    if value is None:
+        return CheckResult(False, f"{name}: not answered yet. Replace None with your answer "
+                                  f"({_FORM[q.kind]}) and run the cell again.", pending=True)
     parsed, problem = _parse(q, value)
     if problem:
         return CheckResult(False, f"{name}: {problem}")
@@ -93,6 +103,10 @@ def answer(chapter: str, qid: str, value: object) -> CheckResult:
         return CheckResult(True, f"{name}: correct — {_show(q)}.")
     hint = next((h for trap, h in q.traps if _matches(q, trap, parsed)), q.hint)
     return CheckResult(False, f"{name}: {_shown(q, parsed)} is not right.\nhint: {hint}", hint)
+
+
+_FORM = {"numeric": "a number", "choice": 'a letter such as "b"',
+         "curves": 'a dict such as {"A": label, ...}'}
 
 
 def _parse(q: Question, value: object) -> tuple[object, str]:

@@ -7,17 +7,20 @@ import html
 
 PASS = {"border": "#2e7d32", "background": "#edf7ee", "mark": "✓"}
 FAIL = {"border": "#c62828", "background": "#fdecea", "mark": "✗"}
+PENDING = {"border": "#757575", "background": "#f3f3f3", "mark": "…"}
 
 
-def result_html(passed: bool, message: str) -> str:
-    """A green box (passed) or a red one (failed) holding the message, preformatted."""
-    style = PASS if passed else FAIL
+def result_html(passed: bool, message: str, pending: bool = False) -> str:
+    """A green box (passed), a red one (failed) or a grey one (an answer not given yet) holding
+    the message, preformatted."""
+    style = PENDING if pending else PASS if passed else FAIL
+    label = "not answered yet" if pending else "passed" if passed else "not yet"
     return (
         f'<div style="border-left: 6px solid {style["border"]}; '
         f'background: {style["background"]}; padding: 6px 10px; margin: 4px 0; '
         'color: #1a1a1a;">'
         f'<b style="color: {style["border"]};">{style["mark"]} '
-        f'{"passed" if passed else "not yet"}</b>'
+        f'{label}</b>'
         '<pre style="white-space: pre-wrap; margin: 4px 0 0 0; background: transparent; '
         f'color: inherit;">{html.escape(message)}</pre></div>'
     )
