@@ -108,10 +108,12 @@ def kl_reward_advantages(rewards: Tensor, seq_kl: Tensor, beta: float, scale: st
 
     A_i = (r_i − mean r) / (std r + eps) − β (k1_i − mean k1), per group: the raw rewards are
     standardised first and the sequence KL penalty k1_i = log π(o_i) − log π_ref(o_i) is applied
-    after, centred on its group mean (a baseline: it changes no expectation). Subtracting β·k1
-    from the rewards *before* standardising would divide it by the group std; in a group of
-    equal rewards that std is only the spread of β·k1, so the advantages come out of size ~1
-    whatever β is (chapter 08 measures it). Here β → 0 gives A → 0 in such a group.
+    after, centred on its group mean; that mean contains k1_i itself, so the penalty's expected
+    gradient is scaled by (G − 1)/G (an effective β(G − 1)/G, as chapter 02's batch mean).
+    Subtracting β·k1 from the rewards *before* standardising would divide it by the group std;
+    in a group of equal rewards that std is only the spread of β·k1, so the advantages come out
+    of size ~1 for every β with β·std(k1) ≫ eps (chapter 08 measures it). Here β → 0 gives
+    A → 0 in such a group.
 
     Args:
         rewards: raw reward of each of the G responses to each of the N prompts.

@@ -67,10 +67,10 @@ def test_chapter_executes(path, scale):
     # what every check and practice answer showed: the stubs fail without raising and nothing is
     # answered in the student edition; in the instructor edition every one passed
     shown = instructor.outcomes(nb)
-    expected = {"student": {"failed", "pending"}, "instructor": {"passed"}}[edition]
+    expected = {"student": {"pending"}, "instructor": {"passed"}}[edition]
     assert all(outcome in expected for _, outcome in shown), [s for s in shown if s[1] not in expected]
-    if edition == "student":
-        assert all((outcome == "failed") == call.startswith("exercises.check(") for call, outcome in shown), shown
+    if edition == "student":  # untouched stubs and unanswered questions: neutral, not red
+        assert all(outcome == "pending" for _, outcome in shown), shown
 
 
 @pytest.mark.chapter

@@ -756,3 +756,17 @@ def test_practice_questions_cite_equations_their_chapter_defines():
             words = " ".join([q.text, q.worked, q.hint, *(h for _, h in q.traps)])
             for label in re.findall(r"eq-[a-z0-9]+(?:-[a-z0-9]+)*", words):
                 assert f"$$ ({label})" in source, (chapter, q.id, label)
+
+
+def test_an_untouched_stub_is_pending_not_red_and_any_other_error_is_a_failure():
+    stub_ns: dict = {}
+    exec(ex.stub_source("gae"), stub_ns)
+    result = ex.check("gae", stub_ns["gae"])
+    assert result.pending and not result.passed and "not attempted yet" in result.message
+    assert "not attempted yet" in result._repr_html_()
+
+    def broken(rewards, values, mask, gamma, lam):
+        raise ValueError("oops")
+
+    result = ex.check("gae", broken)
+    assert not result.pending and not result.passed and "ValueError: oops" in result.message

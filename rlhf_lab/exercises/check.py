@@ -48,7 +48,8 @@ def check(problem: str, fn: Callable) -> CheckResult:
 
     Returns:
         A :class:`CheckResult`; in the student edition it never raises for a wrong or raising
-        ``fn`` (a stub that still raises ``NotImplementedError`` is a failed check).
+        ``fn`` (a stub that still raises ``NotImplementedError`` gives a neutral "not attempted yet"
+        result, ``pending``, not a red one).
 
     Raises:
         ValueError: if ``problem`` is not a known problem name.
@@ -64,6 +65,10 @@ def _check(spec: Problem, fn: Callable) -> CheckResult:
     if not callable(fn):
         return CheckResult(False, f"{spec.name}: expected a function, got {type(fn).__name__}.")
     cases = spec.cases()
+    if _not_attempted(spec, cases[0], fn):
+        return CheckResult(False, f"{spec.name}: not attempted yet. Replace `raise NotImplementedError` "
+                                  f"in the cell above with your code and run both cells again; the "
+                                  f"check then runs {len(cases)} cases.", pending=True)
     failures = [(case, failure) for case in cases if (failure := _run_case(spec, case, fn))]
     if not failures:
         names = "; ".join(case.name for case in cases)
@@ -71,8 +76,9 @@ def _check(spec: Problem, fn: Callable) -> CheckResult:
                                  f"cases pass ({names}).")
     case, failure = failures[0]
     lines = [f"{spec.name}: {len(failures)} of {len(cases)} cases fail"
-             + (f" ({'; '.join(c.name for c, _ in failures)})." if len(failures) > 1 else "."),
-             f"Failing case: {case.name}", "  input:"]
+             + (":" if len(failures) > 1 else ".")]
+    lines += [f"  – {c.name}" for c, _ in failures] if len(failures) > 1 else []
+    lines += [f"First failing case: {case.name}", "  input:"]
     width = max(len(k) for k in case.inputs)
     lines += [f"    {k:<{width}} = {fmt(v)}" for k, v in case.inputs.items()]
     lines += [f"  {line}" for line in failure.details]
@@ -148,6 +154,17 @@ def _run_case(spec: Problem, case: Case, fn: Callable) -> _Failure | None:
         leaves = [a for name, a in zip(spec.args, args) if name in spec.grad_args]
         failure = _compare_grads(spec, got, leaves, grads)
     return failure
+
+
+def _not_attempted(spec: Problem, case: Case, fn: Callable) -> bool:
+    """True for an untouched stub: it raises NotImplementedError (a neutral result, not a red one)."""
+    try:
+        fn(*_fresh(spec, case, False))
+    except NotImplementedError:
+        return True
+    except Exception:  # any other error is the student's attempt: reported case by case
+        return False
+    return False
 
 
 def _error(exc: Exception, case: Case) -> _Failure:

@@ -49,7 +49,7 @@ def choice(qid: str, text: str, choices: tuple[str, ...], answer: str, hint: str
 def curves(qid: str, text: str, names: tuple[str, ...], labels: tuple[str, ...],
            answer: tuple[str, ...], hint: str, worked: str) -> Question:
     """A "which curve is which" question: ``answer[i]`` is the label of curve ``names[i]``."""
-    example = ", ".join(f'"{n}": "{labels[0]}"' for n in names[:1])
-    text += f" (Answer with a dict such as {{{example}, ...}}, labels from: {', '.join(labels)}.)"
+    example = ", ".join(f'"{n}": <label>' for n in names)  # no label filled in: no answer given away
+    text += f" (Answer with a dict {{{example}}}, labels from: {', '.join(labels)}.)"
     return Question(qid, text, "curves", choices=labels, curves=names, answer=answer, hint=hint,
                     worked=worked)

@@ -39,8 +39,8 @@ def practice_html(chapter: str, title: str, questions) -> str:
                      + "; curves: " + html.escape(", ".join(q.curves)))
         items.append(f'<li style="margin-bottom: 6px;">{body}</li>')
     how = html.escape(
-        f'answer("{chapter}", "q1", value) checks an answer; '
-        f'solution("{chapter}", "q1") shows the worked answer.')
+        f'exercises.answer("{chapter}", "q1", value) checks an answer; '
+        f'exercises.solution("{chapter}", "q1") shows the worked answer.')
     return (
         f'<div style="border-left: 6px solid #1f77b4; padding: 6px 10px; margin: 4px 0;">'
         f"<b>Practice set {html.escape(chapter)} · {html.escape(title)}</b>"

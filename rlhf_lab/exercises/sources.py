@@ -23,7 +23,7 @@ _SOURCES: dict[str, tuple[str, str, str]] = {
     "reinforce_loss": (
         "def reinforce_loss(\n    seq_logp: torch.Tensor, rewards: torch.Tensor, baseline: float\n"
         ") -> torch.Tensor:",
-        """REINFORCE surrogate loss −mean((R − b) · log π(y)); its gradient is −∇J.
+        """REINFORCE surrogate loss −mean((R − b) · log π(y)); its gradient estimates −∇J.
 
     Shape:
         seq_logp (B,) (carries the gradient), rewards (B,), baseline a float → ().
