@@ -103,7 +103,8 @@ def rloo_advantages(rewards: Tensor) -> Tensor:
     return rewards - (rewards.sum(dim=1, keepdim=True) - rewards) / (group_size - 1)
 
 
-def kl_reward_advantages(rewards: Tensor, seq_kl: Tensor, beta: float, scale: str = "group") -> Tensor:
+def kl_reward_advantages(rewards: Tensor, seq_kl: Tensor, beta: float, scale: str = "group",
+                         advantage: str = "grpo") -> Tensor:
     """GRPO advantages with the KL penalty on the reward side (``kl_placement="reward"``).
 
     A_i = (r_i − mean r) / (std r + eps) − β (k1_i − mean k1), per group: the raw rewards are
@@ -127,7 +128,9 @@ def kl_reward_advantages(rewards: Tensor, seq_kl: Tensor, beta: float, scale: st
     _check_groups(rewards)
     check_tensor("seq_kl", seq_kl, shape=rewards.shape, finite=True, dims=f"{tuple(rewards.shape)}, that of rewards")
     check_float("beta", beta, ge=0)
-    adv = group_advantages(rewards, scale)
+    if advantage not in ("grpo", "rloo"):
+        raise ValueError(f"advantage must be one of ('grpo', 'rloo'); got {advantage!r}")
+    adv = rloo_advantages(rewards) if advantage == "rloo" else group_advantages(rewards, scale)
     seq_kl = seq_kl.detach().to(adv.dtype)
     # (eq-kl-reward-adv)  A_i = Â_i − β (k1_i − mean_group k1)
     return adv - beta * (seq_kl - seq_kl.mean(dim=1, keepdim=True))

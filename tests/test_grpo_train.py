@@ -227,3 +227,12 @@ def test_entropy_bonus_holds_the_entropy_up(tiny):
     bonus = train_grpo(ref, world, config(steps=6, lr=3e-3, eval_every=6, entropy_coef=1.0))
     assert bonus["entropy/exact"][-1] > plain["entropy/exact"][-1]
     assert bonus["entropy/exact"][-1] > bonus["entropy/exact"][0] - 0.05  # a strong bonus: no collapse
+
+
+def test_kl_in_the_reward_applies_to_the_rloo_baseline_too():
+    rewards = torch.tensor([[1.0, 0.0, 0.0, 1.0]])
+    seq_kl = torch.tensor([[0.5, 1.0, 0.0, 2.0]])
+    adv = grpo.kl_reward_advantages(rewards, seq_kl, 0.1, advantage="rloo")
+    assert torch.allclose(adv, grpo.rloo_advantages(rewards) - 0.1 * (seq_kl - seq_kl.mean()))
+    with pytest.raises(ValueError, match="advantage must be one of"):
+        grpo.kl_reward_advantages(rewards, seq_kl, 0.1, advantage="ppo")

@@ -118,14 +118,11 @@ def advantages(rewards: torch.Tensor, seq_kl: torch.Tensor, config: GRPOConfig) 
     """The advantages of one batch's groups as ``config`` asks: group-relative (eq-grpo-adv) or
     leave-one-out (eq-rloo), minus β·(k1 − group mean k1) with ``kl_placement="reward"``
     (eq-kl-reward-adv). Shape: rewards (N, G), seq_kl (N, G) → (N, G)."""
-    if config.kl_placement == "reward" and config.beta > 0 and config.advantage == "grpo":
+    if config.kl_placement == "reward" and config.beta > 0:
         # the penalty after standardising, so 1/std does not blow it up (eq-kl-reward-adv)
-        return kl_reward_advantages(rewards, seq_kl, config.beta, config.scale_rewards)
+        return kl_reward_advantages(rewards, seq_kl, config.beta, config.scale_rewards, config.advantage)
     if config.advantage == "rloo":
-        adv = rloo_advantages(rewards)
-        if config.kl_placement == "reward" and config.beta > 0:
-            adv = adv - config.beta * (seq_kl - seq_kl.mean(dim=1, keepdim=True))
-        return adv
+        return rloo_advantages(rewards)
     return group_advantages(rewards, config.scale_rewards)
 
 
@@ -224,14 +221,16 @@ def train(
                                         eps_low=config.eps_low, eps_high=config.eps_high,
                                         beta=config.beta if config.kl_placement == "loss" else 0.0,
                                         loss_type=config.loss_type, max_tokens=world.max_new_tokens)
-            if config.entropy_coef > 0:
-                # the entropy bonus: −c_H · mean next-token entropy over the valid tokens
-                bonus = masked_mean(entropy_from_logits(logits), batch.completion_mask.bool())
-                loss = loss - config.entropy_coef * bonus
-            if update == 0:
-                with torch.no_grad():
+            if config.entropy_coef > 0 or update == 0:
+                # one entropy per update: differentiated for the bonus, else only logged
+                batch_mask = batch.completion_mask.bool()
+                with torch.set_grad_enabled(config.entropy_coef > 0):
                     token_entropy = entropy_from_logits(logits)  # (B, T)
-                    batch_mask = batch.completion_mask.bool()
+                if config.entropy_coef > 0:
+                    # the entropy bonus: −c_H · mean next-token entropy over the valid tokens
+                    loss = loss - config.entropy_coef * masked_mean(token_entropy, batch_mask)
+                if update == 0:
+                    token_entropy = token_entropy.detach()
                     metrics["stats/entropy"] = masked_mean(token_entropy, batch_mask).item()
                     # chain rule: Σ_t H(π(·|x, y_<t)) along a sample estimates the sequence entropy
                     metrics["entropy/sampled"] = torch.where(batch_mask, token_entropy, 0.0).sum(1).mean().item()
