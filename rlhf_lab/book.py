@@ -87,11 +87,11 @@ def notebook_json(path: Path) -> str:
     equations, bib, cited = equation_numbers(), bibliography(), []
     for cell in nb.cells:
         if cell.cell_type == "markdown":
-            cell.source = plain_markdown(cell.source, path.stem[:2], equations, bib, cited)
+            cell.source = plain_markdown(cell.source, path.stem.split("_")[0], equations, bib, cited)
     if cited:
         nb.cells.append(nbformat.v4.new_markdown_cell(references(cited, bib)))
     for k, cell in enumerate(nb.cells):
-        cell["id"] = f"{path.stem[:2]}-cell-{k:03d}"  # stable ids: regenerating gives the same file
+        cell["id"] = f"{path.stem.split('_')[0]}-cell-{k:03d}"  # stable ids: regenerating gives the same file
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
     return jupytext.writes(nb, fmt="ipynb")

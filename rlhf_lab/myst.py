@@ -82,7 +82,7 @@ def number_equations(chapters: list[Path]) -> dict[str, tuple[str, int]]:
     for path in chapters:
         for m in _EQ_LABEL.finditer(path.read_text()):
             n += 1
-            numbers[m.group("label")] = (path.stem[:2], n)
+            numbers[m.group("label")] = (path.stem.split("_")[0], n)
     return numbers
 
 

@@ -22,7 +22,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "rlhf_lab"
 MAX_LINES = 300
-ALGORITHMS = ("reinforce", "a2c", "ppo", "reward_model", "best_of_n", "dpo", "grpo")
+ALGORITHMS = ("sft", "reinforce", "a2c", "ppo", "reward_model", "best_of_n", "dpo", "grpo")
 PLUMBING = ("loop", "evaluate", "experience")
 # DESIGN.md's public API: module -> names (shared/DESIGN.md lives beside the repository)
 API = {

@@ -5,7 +5,7 @@ worlds (fresh one-layer GPT-2 policies, no pretraining, no cache), with ``eval_e
 proxy reward wherever a trainer takes one, so that every code path that logs a key runs once:
 exact evaluation with a proxy, sampled evaluation (``SampledEvaluator`` with a proxy, on a 0/1
 world so that ``pass@1`` appears), exact pass@k (GRPO on arithmetic), both GRPO KL placements
-with β > 0, DPO on a token world and on a bandit, rejection sampling and the reward model. The
+with β > 0, SFT, DPO on a token world and on a bandit, rejection sampling and the reward model. The
 union of the keys of their ``History`` objects must equal the set of keys in the first column of
 the page's tables, in both directions.
 """
@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from rlhf_lab import data, get_scale
-from rlhf_lab.algos import a2c, ppo, reinforce
+from rlhf_lab.algos import a2c, ppo, reinforce, sft
 from rlhf_lab.algos.best_of_n import RejectionSamplingConfig, train_rejection_sampling
 from rlhf_lab.algos.dpo import DPOConfig, train_dpo, train_dpo_bandit
 from rlhf_lab.algos.grpo import GRPOConfig, train_grpo
@@ -94,6 +94,9 @@ def histories():
     # -- preferences: DPO, rejection sampling, the reward model ------------------------------
     exact = ExactEvaluator(reviews, policy)
     pairs = data.preference_dataset(reviews, 16, logp=exact.logp_ref, seed=0)
+    runs["sft"] = sft.train(policy, reviews, sft.SFTConfig(epochs=1, batch_size=8, eval_every=1,
+                                                           completion_only_loss=False, progress=False),
+                            data=sft.demonstrations(reviews, 16, seed=0), evaluator=exact)
     runs["dpo"] = train_dpo(policy, reviews, pairs, DPOConfig(epochs=1, batch_size=8, eval_every=1,
                                                               progress=False))
     arms = bt.Bandit.random(4, seed=0)

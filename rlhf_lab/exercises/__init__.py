@@ -16,7 +16,7 @@ The check runs your function on a few small seeded inputs — each chosen to cat
 green box when every case passes. Otherwise a red box names the failing case, prints its input,
 the expected and your result, says what differs (shape, sign, scale, padding, value, gradient)
 and gives a hint. If your function raises, you see the error and the line that raised it.
-``exercises.PROBLEMS`` lists the eight problems. A chapter's stub cell is tagged ``exercise`` and
+``exercises.PROBLEMS`` lists the nine problems. A chapter's stub cell is tagged ``exercise`` and
 holds exactly ``stub_source(name)``; the instructor edition (``RLHF_LAB_EDITION=instructor``,
 :mod:`rlhf_lab.editions`) shows ``solution_source(name)`` instead
 (:func:`rlhf_lab.exercises.instructor.instructor_notebook`), and there a check that fails raises

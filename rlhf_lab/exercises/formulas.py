@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rlhf_lab.exercises import sft_problem
+
 
 @dataclass(frozen=True)
 class Mistake:
@@ -288,3 +290,4 @@ MISTAKES: dict[str, tuple[Mistake, ...]] = {
                 "F(y)^n − F⁻(y)^n."),
     ),
 }
+MISTAKES["sft_loss"] = sft_problem.mistakes(Mistake)

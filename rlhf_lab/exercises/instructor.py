@@ -21,7 +21,7 @@ from rlhf_lab.exercises.sources import solution_source, stub_source
 
 _DEF = re.compile(r"^def (\w+)\(", re.M)
 ANSWER_CELL = re.compile(
-    r'^exercises\.answer\("(?P<chapter>\d\d)", "(?P<qid>q\d+)", None\)'
+    r'^exercises\.answer\("(?P<chapter>\d\d[a-z]?)", "(?P<qid>q\d+)", None\)'
     r"  # replace None with your answer$")
 # what a CheckResult's text starts with (its __str__): passed, failed, not answered yet
 _MARKS = {"✓": "passed", "✗": "failed", "…": "pending"}

@@ -16,8 +16,9 @@ from rlhf_lab.exercises.result import CheckResult, enforce
 from rlhf_lab.exercises.questions import Question
 from rlhf_lab.exercises.sets_early import SETS as _EARLY
 from rlhf_lab.exercises.sets_late import SETS as _LATE
+from rlhf_lab.exercises.sets_sft import SETS as _SFT
 
-_SETS = {**_EARLY, **_LATE}
+_SETS = {**_EARLY, **_SFT, **_LATE}
 CHAPTERS: tuple[str, ...] = tuple(sorted(_SETS))
 
 
@@ -55,10 +56,10 @@ class PracticeSet:
 
 
 def _chapter_key(chapter: object) -> str:
-    """ "2", 2, "02" and "02_policy_gradient" all name chapter "02"."""
+    """ "2", 2, "02" and "02_policy_gradient" all name chapter "02"; "01b_sft" names "01b"."""
     text = str(chapter).strip()
     digits = text.split("_", 1)[0]
-    key = digits.zfill(2) if digits.isdigit() else text
+    key = digits.zfill(2) if digits.isdigit() else digits
     if key not in _SETS:
         raise ValueError(f"no practice set for chapter {chapter!r}; there are sets for chapters "
                          f"{', '.join(CHAPTERS)}")
@@ -66,7 +67,7 @@ def _chapter_key(chapter: object) -> str:
 
 
 def practice(chapter: str) -> PracticeSet:
-    """The practice set of ``chapter`` (``"01"`` … ``"09"``)."""
+    """The practice set of ``chapter`` (``"01"``, ``"01b"``, ``"02"`` …)."""
     key = _chapter_key(chapter)
     title, questions = _SETS[key]
     return PracticeSet(key, title, questions)

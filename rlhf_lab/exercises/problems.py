@@ -1,4 +1,4 @@
-"""The eight coding problems: their arguments and the seeded cases that check them.
+"""The nine coding problems: their arguments and the seeded cases that check them.
 
 Each case is small enough to print, and most exist to catch one real mistake: ratios outside
 the clip on both sides with both signs of the advantage, garbage at padded positions, λ ≠ 1 and
@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from rlhf_lab.exercises import formulas as fm
+from rlhf_lab.exercises import sft_problem as sp
 
 NAN_HINT = ("this case puts garbage (nan, 1e6) at padded positions. Select them out with "
             "torch.where(mask, x, 0.0) before any arithmetic: multiplying by the mask gives "
@@ -219,6 +220,8 @@ def _bon_cases() -> list[Case]:
 
 
 _LIST = [
+    Problem("sft_loss", sp.ARGS, sp.CHAPTER, sp.package, sp.formula,
+            lambda: sp.cases(Case, NAN_HINT), ("token_logp",)),
     Problem("bradley_terry_loss", ("r_chosen", "r_rejected"), "05", fm.bt_package,
             fm.bt_formula, _bt_cases, ("r_chosen", "r_rejected")),
     Problem("reinforce_loss", ("seq_logp", "rewards", "baseline"), "02", fm.reinforce_package,

@@ -3,6 +3,7 @@ instructor's solution, in plain torch (no rlhf_lab), sharing one signature and d
 
 from __future__ import annotations
 
+from rlhf_lab.exercises import sft_problem
 from rlhf_lab.exercises.problems import get_problem
 
 IMPORTS = "import torch\nimport torch.nn.functional as F\n\n\n"
@@ -140,6 +141,9 @@ _SOURCES: dict[str, tuple[str, str, str]] = {
     return out
 """),
 }
+
+
+_SOURCES["sft_loss"] = sft_problem.SOURCE
 
 
 def _parts(problem: str) -> tuple[str, str, str]:
