@@ -71,8 +71,8 @@ def demonstrations(world: TokenWorld, n: int, *, min_gold: float = 0.0, noise: f
 
     An annotator writes like the pretraining corpus (fluent text of the world) but only hands in a
     response whose gold reward exceeds ``min_gold`` (reviews: the positive ones; arithmetic: the
-    correct sums). A fraction ``noise`` of the rows is drawn from the rest instead — the careless
-    annotator — so that a chapter can show what SFT does with bad examples it cannot tell apart.
+    correct sums). A fraction ``noise`` of the rows is drawn from the rest instead (gold ≤
+    ``min_gold``) — the careless annotator — so that a chapter can show what SFT does with bad examples it cannot tell apart.
 
     Raises:
         ValueError: n < 1, noise outside [0, 1], or the corpus yields too few rows of a kind.
@@ -146,8 +146,9 @@ class SFTConfig:
         epochs: passes over the demonstrations, ≥ 1; typical 1 … 3 (InstructGPT: 16, on 13k prompts).
         batch_size: demonstrations per gradient step, ≥ 1; typical 16 … 128.
         lr: η > 0, Adam learning rate; 1e-4 … 1e-3 for the tiny policies (1e-5 for real LLMs).
-        completion_only_loss: the loss on the response's tokens only (TRL's default); False adds
-            the prompt's tokens, as pretraining does.
+        completion_only_loss: the loss on the response's tokens only (what TRL's SFTConfig default,
+            ``completion_only_loss=None``, does for prompt–completion data); False adds the
+            prompt's tokens, as pretraining does.
         max_grad_norm: gradient-norm clip, > 0; typical 1.0.
         eval_every: evaluation every this many gradient steps, ≥ 1 (and at the end).
         seed: seeds the shuffling.
@@ -186,7 +187,8 @@ def train(
     """Supervised fine-tuning of a copy of ``policy`` on demonstrations (SFT chapter).
 
     Each gradient step: 1) a shuffled batch of demonstrations, teacher-forced; 2) one step on
-    :func:`sft_loss`; 3) log ``loss/sft``, ``stats/response_nll`` (the NLL per response token,
+    :func:`sft_loss`; 3) log, at the step that counts the update, the batch's numbers from the
+    forward pass before it: ``loss/sft``, ``stats/response_nll`` (the NLL per response token,
     equal to ``loss/sft`` unless the prompt is in the loss), ``stats/token_accuracy`` (how often
     the most likely token is the demonstrated one, on the response) and ``stats/grad_norm``.
     The evaluator's metrics (exact ``reward/gold``, ``kl/exact``, ``entropy/exact`` on an
