@@ -62,8 +62,12 @@ lab: $(STAMP)
 	echo '{"@jupyterlab/docmanager-extension:plugin": {"defaultViewers": {"markdown": "Jupytext Notebook", "myst": "Jupytext Notebook"}}}' > $(LAB_OVERRIDES)
 	$(BIN)/jupyter lab $(LAB_ARGS) chapters/
 
+# every benchmark at ci and at cpu, each side by side with the library it is compared with
 bench: $(STAMP)
-	$(BIN)/python benchmarks/sampler.py
+	@for s in ci cpu; do \
+	  OMP_NUM_THREADS=1 RLHF_LAB_SCALE=$$s $(BIN)/python benchmarks/sampler.py | sed "s/^/[$$s] /"; \
+	  OMP_NUM_THREADS=1 RLHF_LAB_SCALE=$$s $(BIN)/python benchmarks/trainers.py | sed "s/^/[$$s] /"; \
+	done
 
 # Claims must hold for any seed: every chapter at ci for seeds 0-4 and at cpu for seeds 0-1
 # (not part of `make test`; about 15 + 25 minutes on two cores).

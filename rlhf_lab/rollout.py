@@ -261,15 +261,15 @@ def encode_texts(world: TokenWorld, prompts: Sequence[str], completions: Sequenc
     empty = [i for i, y in enumerate(completions) if not y.split()]
     if empty:
         raise ValueError(f"completions must not be empty (a completion has at least EOS); empty at rows {empty[:5]}")
-    p_rows = [torch.tensor(world.encode(x)) for x in prompts]
-    c_rows = [torch.tensor(world.encode(y)) for y in completions]
-    pad = world.pad_id
-    prompt_ids = torch.nn.utils.rnn.pad_sequence(p_rows, batch_first=True, padding_value=pad, padding_side="left")
-    completion_ids = torch.nn.utils.rnn.pad_sequence(c_rows, batch_first=True, padding_value=pad)
-    prompt_mask = torch.nn.utils.rnn.pad_sequence(
-        [torch.ones(len(r), dtype=torch.long) for r in p_rows], batch_first=True, padding_side="left")
-    completion_mask = torch.nn.utils.rnn.pad_sequence(
-        [torch.ones(len(r), dtype=torch.long) for r in c_rows], batch_first=True)
+    encoded: dict[str, list[int]] = {}  # a text that repeats is encoded once
+    p_rows = [encoded[x] if x in encoded else encoded.setdefault(x, list(world.encode(x))) for x in prompts]
+    c_rows = [encoded[y] if y in encoded else encoded.setdefault(y, list(world.encode(y))) for y in completions]
+    pad, tp, tc = world.pad_id, max(map(len, p_rows)), max(map(len, c_rows))
+    # padded as Python lists, then one tensor each (a tensor per row costs more than the encoding)
+    prompt_ids = torch.tensor([[pad] * (tp - len(r)) + r for r in p_rows], dtype=torch.long)
+    prompt_mask = torch.tensor([[0] * (tp - len(r)) + [1] * len(r) for r in p_rows], dtype=torch.long)
+    completion_ids = torch.tensor([r + [pad] * (tc - len(r)) for r in c_rows], dtype=torch.long)
+    completion_mask = torch.tensor([[1] * len(r) + [0] * (tc - len(r)) for r in c_rows], dtype=torch.long)
     return Rollout(
         prompts=prompts, completions=completions,
         prompt_ids=prompt_ids.to(device), prompt_mask=prompt_mask.to(device),

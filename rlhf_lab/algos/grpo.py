@@ -26,7 +26,8 @@ from rlhf_lab.core import entropy_from_logits, kl_penalty, masked_mean
 from rlhf_lab.group import (ADV_SCALES, LOSS_TYPES, group_advantages, grpo_loss,  # noqa: F401  (re-exported)
                             kl_reward_advantages, rloo_advantages)
 from rlhf_lab.history import History
-from rlhf_lab.rollout import completion_logits, completion_logprobs, sample
+from rlhf_lab.fastpath import completion_logits, distinct
+from rlhf_lab.rollout import Rollout, sample
 from rlhf_lab.scale import get_seed
 from rlhf_lab.worlds.base import TokenWorld
 
@@ -126,6 +127,12 @@ def advantages(rewards: torch.Tensor, seq_kl: torch.Tensor, config: GRPOConfig) 
     return group_advantages(rewards, config.scale_rewards)
 
 
+def token_logps(logits: torch.Tensor, rollout: Rollout) -> torch.Tensor:
+    """log π(y_t | ·) of the rollout's tokens from ``completion_logits``; 0 on padding. Shape: → (B, T)."""
+    logp = torch.log_softmax(logits, -1).gather(-1, rollout.completion_ids[..., None]).squeeze(-1)
+    return logp.masked_fill(rollout.completion_mask == 0, 0.0)
+
+
 def train(
     policy: torch.nn.Module,
     world: TokenWorld,
@@ -176,7 +183,7 @@ def train(
         evaluator = default_evaluator(world, ref_policy, proxy_fn=reward_fn)
     policy = trainable_copy(policy)
     params = list(policy.parameters())
-    opt = make_optimizer(params, config.lr, fused=False)
+    opt = make_optimizer(params, config.lr)
     device = params[0].device
     gen = torch.Generator(device=device).manual_seed(config.seed)
     cpu_gen = torch.Generator().manual_seed(config.seed)
@@ -194,9 +201,12 @@ def train(
             # from a full forward pass), so the first ratio is exactly 1; log π_ref of the same tokens
             rewards = torch.as_tensor(rewards_of(score, rollout.prompts, rollout.completions),
                                       dtype=torch.float32).to(device)
+            rows = distinct(rollout)  # each distinct sequence goes through a model once
             with torch.no_grad():
-                logp_old = completion_logprobs(policy, rollout, world, tau)
-                logp_ref = completion_logprobs(ref_policy, rollout, world, tau)
+                logp_ref = token_logps(completion_logits(ref_policy, rollout, world, tau, rows), rollout)
+            # the first update's forward pass over every row, before any step: it is also log π_old
+            first_logits = completion_logits(policy, rollout, world, tau, rows)  # (B, T, V)
+            logp_old = token_logps(first_logits.detach(), rollout)
         seq_k1 = torch.where(mask, kl_penalty(logp_old, logp_ref, "k1"), 0.0).sum(1)  # (B,)
         # 3) group-relative advantages of the raw rewards; groups with equal rewards carry none
         adv = advantages(rewards.view(n, g), seq_k1.view(n, g), config).flatten()  # (N·G,)
@@ -214,7 +224,10 @@ def train(
                  "stats/clip_ratio/high": 0.0, "stats/clip_ratio/region": 0.0}
         updates = config.updates_per_batch if bool(keep.any()) else 0
         for update in range(updates):
-            logits = completion_logits(policy, batch, world, tau)  # (B, T, V)
+            if update == 0:
+                logits = first_logits if batch is rollout else first_logits[keep]
+            else:
+                logits = completion_logits(policy, batch, world, tau)  # (B, T, V)
             logp = torch.log_softmax(logits, -1).gather(-1, batch.completion_ids[..., None]).squeeze(-1)
             with run.guard(step):  # NaN logits after an update stop the run here
                 loss, stats = grpo_loss(logp, logp_old[keep], logp_ref[keep], adv[keep], batch.completion_mask,

@@ -143,9 +143,10 @@ def make_optimizer(params: Iterable[torch.nn.Parameter], lr: float, *, fused: bo
     """Adam, the optimiser of every trainer (AdamW, Adam with decoupled decay, if ``weight_decay``).
 
     ``fused`` takes the fused kernel where there is one (CPU, CUDA): on these tiny models the
-    optimiser step otherwise costs as much as the forward and backward passes. DPO, GRPO,
-    rejection sampling and the reward model pass False: the fused kernel rounds differently in
-    the last bits, and the numbers their chapters assert were measured without it.
+    optimiser step otherwise costs as much as the forward and backward passes. Rejection
+    sampling and the reward model pass False: the fused kernel rounds differently in the last
+    bits, and the numbers their chapters assert were measured without it (DPO and GRPO take it:
+    tests/test_perf_pins.py pins their runs to 1e-5 either way).
     """
     params = list(params)
     if weight_decay > 0:
