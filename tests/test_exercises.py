@@ -660,6 +660,11 @@ VERIFY = {
     ("09", "q4"): _v09_q4,
     ("09", "q5"): _v09_q5,
     ("09", "q6"): _v09_q6,
+    # ZeRO-2 keeps the bf16 weights whole and shards gradients and Adam's fp32 states
+    ("11", "q1"): lambda: 64 * 4 / 8,
+    ("11", "q2"): lambda: 135e6 * (2 + 2 / 8 + 12 / 8) / 1e9,
+    ("11", "q3"): lambda: float(torch.tensor(1.2) / torch.tensor(256.0).sqrt()),
+    ("11", "q4"): lambda: "b",
 }
 # answers found by a fit or on a grid agree to the fit's or the grid's precision
 PRECISION = {("01", "q4"): 1e-4, ("07", "q4"): 1e-3, ("07", "q5"): 1e-3, ("09", "q1"): 1e-4,
@@ -725,8 +730,9 @@ def test_practice_answers_are_parsed_leniently_and_refused_clearly():
     assert "number" in ex.answer("04", "q1", "2.4").message
     assert "each curve" in ex.answer("03", "q4", {"A": "std"}).message
     assert ex.practice(2) == ex.practice("02") == ex.practice("02_policy_gradient")
-    with pytest.raises(ValueError, match="01, 02"):
-        ex.practice("10")
+    assert ex.practice("01b_sft").chapter == "01b"
+    with pytest.raises(ValueError, match="01, 01b, 02"):
+        ex.practice("12")
     with pytest.raises(ValueError, match="q1"):
         ex.answer("02", "q99", 1.0)
 

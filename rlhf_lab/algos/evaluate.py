@@ -121,15 +121,22 @@ class SampledEvaluator:
             if self.proxy_fn is not None:
                 proxy = check_reward_output(self.proxy_fn(rollout.prompts, rollout.completions), len(prompts), "proxy_fn")
                 columns["reward/proxy"].append(proxy.double().cpu().flatten())
-        metrics: dict[str, float] = {}
-        for key, parts in columns.items():
-            if parts:
-                x = torch.cat(parts)
-                metrics[key] = x.mean().item()
-                metrics[f"{key}_se"] = (x.std() / math.sqrt(len(x))).item()
+        metrics = means_with_se(columns)
         if getattr(self.world, "verifiable", False):  # a 0/1 verifier: the mean reward is pass@1
             metrics["pass@1"], metrics["pass@1_se"] = metrics["reward/gold"], metrics["reward/gold_se"]
         return metrics
+
+
+def means_with_se(columns: dict[str, list[torch.Tensor]]) -> dict[str, float]:
+    """Each column's mean over its samples (the parts concatenated) and, under ``<key>_se``, its
+    standard error std/√M; empty columns are left out."""
+    metrics: dict[str, float] = {}
+    for key, parts in columns.items():
+        if parts:
+            x = torch.cat(parts)
+            metrics[key] = x.mean().item()
+            metrics[f"{key}_se"] = (x.std() / math.sqrt(len(x))).item()
+    return metrics
 
 
 def default_evaluator(world: TokenWorld, ref_policy: torch.nn.Module,
