@@ -590,6 +590,15 @@ def _v01b_q3():
     return float(-(p * p.log()).sum())
 
 
+def _v10_q4():
+    pass_at_k = _pkg("rlhf_lab.exact", "pass_at_k")
+    gold = _t(1.0, 0.0).expand(2, 2)
+    a = torch.log(_t(0.5, 0.5, 0.5, 0.5).view(2, 2))
+    b = torch.log(_t(1 - 1e-12, 1e-12, 0.1, 0.9).view(2, 2))
+    sharper = pass_at_k(b, gold, 1) > pass_at_k(a, gold, 1)
+    return "a" if sharper and pass_at_k(b, gold, 4) < pass_at_k(a, gold, 4) else "b"
+
+
 VERIFY = {
     ("01b", "q1"): _v01b_q1,
     ("01b", "q2"): lambda: "b",
@@ -660,6 +669,11 @@ VERIFY = {
     ("09", "q4"): _v09_q4,
     ("09", "q5"): _v09_q5,
     ("09", "q6"): _v09_q6,
+    ("10", "q1"): lambda: min(range(1, 65), key=lambda n: abs(
+        _pkg("rlhf_lab.algos.best_of_n", "bon_kl_bound")(n) - 1.0)),
+    ("10", "q2"): lambda: 0.8 * 0.9 + (1 - 0.8) * (1 - 0.9),
+    ("10", "q3"): lambda: 40 - math.ceil(100 * 4 / (16 * 8)),
+    ("10", "q4"): _v10_q4,
     # ZeRO-2 keeps the bf16 weights whole and shards gradients and Adam's fp32 states
     ("11", "q1"): lambda: 64 * 4 / 8,
     ("11", "q2"): lambda: 135e6 * (2 + 2 / 8 + 12 / 8) / 1e9,

@@ -15,11 +15,12 @@ from rlhf_lab.exercises import render
 from rlhf_lab.exercises.result import CheckResult, enforce
 from rlhf_lab.exercises.questions import Question
 from rlhf_lab.exercises.sets_early import SETS as _EARLY
+from rlhf_lab.exercises.sets_capstone import SETS as _CAPSTONE
 from rlhf_lab.exercises.sets_late import SETS as _LATE
 from rlhf_lab.exercises.sets_sft import SETS as _SFT
 from rlhf_lab.exercises.sets_trl import SETS as _TRL
 
-_SETS = {**_EARLY, **_SFT, **_LATE, **_TRL}
+_SETS = {**_EARLY, **_SFT, **_LATE, **_CAPSTONE, **_TRL}
 CHAPTERS: tuple[str, ...] = tuple(sorted(_SETS))
 
 
