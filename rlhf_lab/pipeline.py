@@ -47,7 +47,9 @@ def train_to_kl(train: Callable[[Callable], History], stop_at: float, callback: 
     is ≥ ``stop_at``. A run that never gets there ends at its last step.
 
     Returns:
-        The run's ``History`` up to where it stopped; ``history.policy`` is the policy there.
+        The run's ``History`` up to where it stopped; ``history.policy`` is the policy at that
+        last evaluation (which :func:`checkpoint_near` may not pick: it reports the metrics of
+        the evaluation nearest the budget, possibly the one before).
     """
     check_callable("train", train, "a function callback -> History that starts a trainer")
     check_float("stop_at", stop_at)
@@ -109,6 +111,10 @@ def best_of_n_near(logp_ref: Tensor, rewards: Tensor, target: float, kl_fn: Call
 
     Returns:
         (n, log-probs (P, K) of best-of-n).
+
+    Raises:
+        ValueError: best-of-``n_max`` is still short of the target (raise ``n_max``, or lower the
+            target: best-of-n's KL is at most log n − (n − 1)/n).
     """
     check_float("target", target, ge=0)
     check_callable("kl_fn", kl_fn, "a function logp (P, K) -> KL in nats")
@@ -121,6 +127,10 @@ def best_of_n_near(logp_ref: Tensor, rewards: Tensor, target: float, kl_fn: Call
             best = (abs(kl - target), n, logp)
         if kl > target:
             break
+    else:
+        if kl < target:
+            raise ValueError(f"best-of-{n_max} reaches KL {kl:.3f} < target {target}: raise n_max or lower "
+                             f"the target")
     return best[1], best[2]
 
 
@@ -183,19 +193,21 @@ def label_agreement(pairs: datasets.Dataset) -> float:
     return float((chosen > rejected)[decided].double().mean())
 
 
-def judge_pairs(pairs: datasets.Dataset, judge: RewardFn) -> datasets.Dataset:
+def judge_pairs(pairs: datasets.Dataset, judge: RewardFn, seed: int = 0) -> datasets.Dataset:
     """The same pairs, with the judge's verdict as the label: chosen is the one it scores higher.
 
     ``judge(prompts, completions) -> Tensor (B,)``, e.g. a reward model trained on a few gold
     labels. The gold columns follow their completions, so :func:`label_agreement` measures the
-    judge. A tie keeps the original order.
+    judge. A tie is a fair coin (seeded by ``seed``): keeping the given order would leak the gold
+    label into the judge's.
     """
     check_callable("judge", judge, "a function judge(prompts, completions) -> Tensor (B,)")
     prompts = check_texts("pairs['prompt']", pairs["prompt"])
     a, b = pairs["chosen"], pairs["rejected"]
     score_a = torch.as_tensor(judge(prompts, a)).detach().double().cpu()  # (B,)
     score_b = torch.as_tensor(judge(prompts, b)).detach().double().cpu()  # (B,)
-    swap = (score_b > score_a).tolist()
+    coin = torch.rand(len(prompts), generator=torch.Generator().manual_seed(seed)) < 0.5
+    swap = ((score_b > score_a) | ((score_b == score_a) & coin)).tolist()
     cols = {"prompt": prompts,
             "chosen": [y if s else x for x, y, s in zip(a, b, swap)],
             "rejected": [x if s else y for x, y, s in zip(a, b, swap)]}

@@ -161,3 +161,19 @@ def test_correct_samples_keeps_only_verified_answers_and_counts_the_draws():
     none, _ = pipeline.correct_samples(policy, world, world.prompts[:2], 4,
                                        reward_fn=lambda p, c: torch.zeros(len(c)))
     assert len(none) == 0
+
+
+def test_a_judge_that_cannot_tell_flips_a_coin_instead_of_copying_the_gold_label():
+    n = 400
+    pairs = datasets.Dataset.from_dict({"prompt": ["x"] * n, "chosen": ["a"] * n, "rejected": ["b"] * n,
+                                        "chosen_gold": [1.0] * n, "rejected_gold": [0.0] * n})
+    blind = pipeline.judge_pairs(pairs, lambda p, c: torch.zeros(len(c)), seed=1)
+    assert 0.4 < pipeline.label_agreement(blind) < 0.6  # chance, not the gold labeller's 1.0
+    assert blind[:] == pipeline.judge_pairs(pairs, lambda p, c: torch.zeros(len(c)), seed=1)[:]
+
+
+def test_best_of_n_near_says_when_the_budget_is_out_of_reach():
+    logp_ref = torch.log(torch.tensor([[0.5, 0.5]], dtype=torch.float64))
+    rewards = torch.tensor([[0.0, 1.0]], dtype=torch.float64)
+    with pytest.raises(ValueError, match="best-of-8 reaches KL"):
+        pipeline.best_of_n_near(logp_ref, rewards, 5.0, lambda lp: float(kl(lp, logp_ref).mean()), n_max=8)

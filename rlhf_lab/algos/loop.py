@@ -236,7 +236,11 @@ class RunLog:
     def log(self, step: int, metrics: dict[str, float]) -> None:
         self.history.log(step, metrics)
         if self.callback is not None:
-            self.callback(step, metrics, self.history)
+            try:
+                self.callback(step, metrics, self.history)
+            except BaseException:  # a callback that ends the run (early stopping) closes the bar
+                self.bar.close()
+                raise
 
     def evaluate(self, step: int, policy: torch.nn.Module) -> None:
         """The evaluator's metrics of ``policy`` after ``step`` updates, when the schedule says so."""

@@ -44,8 +44,7 @@ SETS = {
                 traps=((37.0, "400 / 128 = 3.125: round the stage up to 4 steps, not down."),)),
         choice("q4", "Two prompts. Policy A solves each with probability 0.5; policy B solves the "
                "first always and the second with probability 0.1. Which is true?",
-               (f"B has the higher pass@1 ({(1 + 0.1) / 2:.2f} vs 0.50) and the lower pass@4 "
-                f"({_PASS4_B:.3f} vs {_PASS4_A:.3f})",
+               ("B has the higher pass@1 and the lower pass@4",
                 "B has the higher pass@1 and the higher pass@4",
                 "A has the higher pass@1 and the higher pass@4",
                 "pass@1 and pass@4 always rank policies the same way"), "a",
