@@ -7,7 +7,9 @@ times. A row's log-probs depend on nothing but its own tokens, so ``completion_l
 its sequence's result by indexing. The values are those of ``rollout.completion_logits`` and
 ``rollout.sequence_logps`` (up to the last bits a different batch size may round), and the
 gradient through the indexing adds the duplicates' contributions, as a pass over every row would.
-``stack`` puts two batches (DPO's chosen and rejected) into one, so they share one forward pass.
+``stack`` puts two batches (DPO's chosen and rejected) into one, so they share one forward pass;
+``FrozenLogps`` remembers a frozen policy's (π_ref's) token log-probs of every sequence it has
+seen in a run, so a completion that comes back in a later step costs no forward pass.
 
 Introduced for the performance work of issue 18 (README, "Performance").
 """
@@ -91,3 +93,36 @@ def stack(first: Rollout, second: Rollout, pad_id: int) -> Rollout:
                    completion_ids=torch.cat([pad(first.completion_ids, pad_id), pad(second.completion_ids, pad_id)]),
                    completion_mask=torch.cat([pad(first.completion_mask, 0), pad(second.completion_mask, 0)]),
                    logp=torch.cat([pad(first.logp, 0.0), pad(second.logp, 0.0)]))
+
+
+class FrozenLogps:
+    """log π(y_t | ·) of a frozen policy (π_ref), each distinct sequence computed once per run.
+
+    π_ref never changes during training, and in the small worlds the same completions come back
+    step after step, so a table from (prompt, completion) token ids to their token log-probs
+    saves most of π_ref's forward passes. The values are those of a full forward pass (up to the
+    last bits a different batch size may round). Keep one per run: the table belongs to one
+    policy, one world and one temperature.
+    """
+
+    def __init__(self, policy, world: TokenWorld | None = None, temperature: float = 1.0) -> None:
+        self.policy, self.world, self.temperature = policy, world, temperature
+        self.table: dict[tuple, torch.Tensor] = {}
+
+    def __call__(self, batch: Rollout, rows: tuple[Rollout, torch.Tensor] | None = None) -> torch.Tensor:
+        """Token log-probs of every row, 0 on padding. Shape: → (B, Tc)."""
+        unique, inverse = distinct(batch) if rows is None else rows
+        lengths = unique.completion_mask.sum(1).tolist()
+        prompts = [row[len(row) - n:] for row, n in zip(unique.prompt_ids.tolist(), unique.prompt_mask.sum(1).tolist())]
+        keys = [(tuple(p), tuple(c[:n])) for p, c, n in zip(prompts, unique.completion_ids.tolist(), lengths)]
+        missing = [i for i, k in enumerate(keys) if k not in self.table]
+        if missing:
+            sub = unique.select(torch.tensor(missing, device=unique.completion_ids.device))
+            logits = full_completion_logits(self.policy, sub, self.world, self.temperature)
+            logp = torch.log_softmax(logits, -1).gather(-1, sub.completion_ids[..., None]).squeeze(-1)
+            for j, i in enumerate(missing):
+                self.table[keys[i]] = logp[j, : lengths[i]]
+        out = torch.zeros(unique.completion_ids.shape, dtype=torch.float32, device=unique.completion_ids.device)
+        for i, k in enumerate(keys):
+            out[i, : lengths[i]] = self.table[k]
+        return out if unique is batch else out[inverse]

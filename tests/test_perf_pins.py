@@ -104,3 +104,23 @@ if __name__ == "__main__":
     PINS.parent.mkdir(exist_ok=True)
     PINS.write_text(json.dumps(run_all(), indent=0) + "\n")
     print(f"wrote {PINS}")
+
+
+def test_frozen_logps_equal_a_full_forward_and_compute_each_sequence_once():
+    from rlhf_lab.fastpath import FrozenLogps
+    from rlhf_lab.rollout import completion_logprobs
+
+    world = ReviewsWorld(n_topics=2, words_per_class=2, max_new_tokens=3)
+    torch.manual_seed(0)
+    policy = build_policy(world, get_scale("ci").replace(**TINY)).eval()
+    gen = torch.Generator().manual_seed(0)
+    frozen = FrozenLogps(policy, world)
+    seen = set()
+    for _ in range(3):
+        batch = sample(policy, world, [world.prompts[i % 2] for i in range(32)], generator=gen)
+        with torch.no_grad():
+            expected = completion_logprobs(policy, batch, world)
+        torch.testing.assert_close(frozen(batch), expected, rtol=1e-5, atol=1e-6)
+        seen |= set(zip(batch.prompts, batch.completions))
+        # one entry per distinct sequence so far: repeats are looked up, not recomputed
+        assert len(frozen.table) == len(seen) < 3 * 32

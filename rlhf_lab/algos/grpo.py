@@ -26,7 +26,7 @@ from rlhf_lab.core import entropy_from_logits, kl_penalty, masked_mean
 from rlhf_lab.group import (ADV_SCALES, LOSS_TYPES, group_advantages, grpo_loss,  # noqa: F401  (re-exported)
                             kl_reward_advantages, rloo_advantages)
 from rlhf_lab.history import History
-from rlhf_lab.fastpath import completion_logits, distinct
+from rlhf_lab.fastpath import FrozenLogps, completion_logits, distinct
 from rlhf_lab.rollout import Rollout, sample
 from rlhf_lab.scale import get_seed
 from rlhf_lab.worlds.base import TokenWorld
@@ -188,6 +188,7 @@ def train(
     gen = torch.Generator(device=device).manual_seed(config.seed)
     cpu_gen = torch.Generator().manual_seed(config.seed)
     n, g, tau = config.prompts_per_step, config.group_size, config.temperature
+    ref_logps = FrozenLogps(ref_policy, world, tau)
     run = RunLog(evaluator, config.eval_every, config.steps, callback, "GRPO", config.progress)
     run.history.policy = policy
     run.evaluate(0, policy)
@@ -203,7 +204,7 @@ def train(
                                       dtype=torch.float32).to(device)
             rows = distinct(rollout)  # each distinct sequence goes through a model once
             with torch.no_grad():
-                logp_ref = token_logps(completion_logits(ref_policy, rollout, world, tau, rows), rollout)
+                logp_ref = ref_logps(rollout, rows)  # π_ref is frozen: each sequence once per run
             # the first update's forward pass over every row, before any step: it is also log π_old
             first_logits = completion_logits(policy, rollout, world, tau, rows)  # (B, T, V)
             logp_old = token_logps(first_logits.detach(), rollout)
