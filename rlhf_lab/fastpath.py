@@ -22,7 +22,7 @@ from dataclasses import replace
 import torch
 
 from rlhf_lab.core import sequence_logprobs
-from rlhf_lab.rollout import Rollout, completion_logits as full_completion_logits
+from rlhf_lab.rollout import Rollout, completion_logits as full_completion_logits, gather_logprobs
 from rlhf_lab.worlds.base import TokenWorld
 
 
@@ -70,8 +70,7 @@ def sequence_logps(policy, world: TokenWorld, batch: Rollout, average: bool = Fa
     """
     unique, inverse = distinct(batch)
     logits = full_completion_logits(policy, unique, world)  # (U, Tc, V)
-    token_logp = torch.log_softmax(logits, dim=-1).gather(-1, unique.completion_ids.unsqueeze(-1)).squeeze(-1)
-    token_logp = token_logp.masked_fill(unique.completion_mask == 0, 0.0)
+    token_logp = gather_logprobs(logits, unique)  # (U, Tc)
     seq = sequence_logprobs(token_logp, unique.completion_mask, average=average)  # (U,)
     return seq if unique is batch else seq[inverse]
 
@@ -119,7 +118,7 @@ class FrozenLogps:
         if missing:
             sub = unique.select(torch.tensor(missing, device=unique.completion_ids.device))
             logits = full_completion_logits(self.policy, sub, self.world, self.temperature)
-            logp = torch.log_softmax(logits, -1).gather(-1, sub.completion_ids[..., None]).squeeze(-1)
+            logp = gather_logprobs(logits, sub)
             for j, i in enumerate(missing):
                 self.table[keys[i]] = logp[j, : lengths[i]]
         out = torch.zeros(unique.completion_ids.shape, dtype=torch.float32, device=unique.completion_ids.device)

@@ -232,8 +232,15 @@ def completion_logprobs(
 
     Shape: → (B, Tc).
     """
-    logprobs = torch.log_softmax(completion_logits(policy, rollout, world, temperature), dim=-1)
-    token_logp = logprobs.gather(-1, rollout.completion_ids.unsqueeze(-1)).squeeze(-1)  # (B, Tc)
+    return gather_logprobs(completion_logits(policy, rollout, world, temperature), rollout)
+
+
+def gather_logprobs(logits: torch.Tensor, rollout: Rollout) -> torch.Tensor:
+    """log-softmax of ``completion_logits`` at the rollout's tokens; 0 where the mask is 0.
+
+    Shape: logits (B, Tc, V) → (B, Tc).
+    """
+    token_logp = torch.log_softmax(logits, dim=-1).gather(-1, rollout.completion_ids.unsqueeze(-1)).squeeze(-1)
     return token_logp.masked_fill(rollout.completion_mask == 0, 0.0)
 
 

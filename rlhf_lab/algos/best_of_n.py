@@ -24,12 +24,12 @@ from rlhf_lab.algos.loop import (Callback, ExactEvaluator, RewardFn, RunLog, Sam
                                  check_train_args, default_evaluator, make_optimizer, optimizer_step, prompt_batch,
                                  rewards_of, trainable_copy)
 from rlhf_lab.categorical import bon_kl_bound, bon_win_rate, exact_best_of_n  # noqa: F401  (re-exported)
-from rlhf_lab.core import masked_mean, sequence_logprobs
 from rlhf_lab.history import History
+from rlhf_lab.likelihood import sft_loss  # shared with SFT (algos/sft.py)
 from rlhf_lab.rollout import (Rollout, completion_logprobs, encode_texts, sample,  # noqa: F401  (re-exported)
                               sequence_logps)
 from rlhf_lab.scale import get_seed
-from rlhf_lab.validate import (check_callable, check_choice, check_int, check_mask, check_tensor, check_texts,
+from rlhf_lab.validate import (check_callable, check_choice, check_int, check_tensor, check_texts,
                                check_vocab)
 from rlhf_lab.worlds.base import TokenWorld
 
@@ -149,28 +149,6 @@ def select_samples(rewards: Tensor, keep: int, selection: str = "per_prompt") ->
 
 
 take = Rollout.select  # the old name of Rollout.select
-
-
-def sft_loss(token_logp: Tensor, mask: Tensor) -> tuple[Tensor, dict[str, float]]:
-    """The supervised (behaviour-cloning) loss: mean negative log-likelihood per kept token.
-
-    Args:
-        token_logp: log π_θ(y_t | x, y_<t) of the kept completions' tokens.
-        mask: 1 for completion tokens (EOS included), 0 for padding.
-
-    Shape:
-        token_logp: (B, T), introduced in chapter 06.
-        mask: (B, T), introduced in chapter 06.
-
-    Returns:
-        ``(loss, stats)`` with stats ``nll`` (the loss) and ``seq_logp`` (mean log π(y | x)).
-    """
-    check_tensor("token_logp", token_logp, kind="float", ndim=2, dims="(B, T)")
-    check_mask("mask", mask, token_logp, "token_logp", nonempty=True, finite=True)
-    # (eq-sft)  L(θ) = −(1/Σ|y|) Σ_i Σ_t log π_θ(y_{i,t} | x_i, y_{i,<t})
-    loss = -masked_mean(token_logp, mask)
-    stats = {"nll": loss.item(), "seq_logp": sequence_logprobs(token_logp.detach(), mask).mean().item()}
-    return loss, stats
 
 
 # -- rejection-sampling fine-tuning ---------------------------------------------------------------

@@ -27,7 +27,7 @@ from rlhf_lab.group import (ADV_SCALES, LOSS_TYPES, group_advantages, grpo_loss,
                             kl_reward_advantages, rloo_advantages)
 from rlhf_lab.history import History
 from rlhf_lab.fastpath import FrozenLogps, completion_logits, distinct
-from rlhf_lab.rollout import Rollout, sample
+from rlhf_lab.rollout import gather_logprobs, sample
 from rlhf_lab.scale import get_seed
 from rlhf_lab.worlds.base import TokenWorld
 
@@ -127,12 +127,6 @@ def advantages(rewards: torch.Tensor, seq_kl: torch.Tensor, config: GRPOConfig) 
     return group_advantages(rewards, config.scale_rewards)
 
 
-def token_logps(logits: torch.Tensor, rollout: Rollout) -> torch.Tensor:
-    """log π(y_t | ·) of the rollout's tokens from ``completion_logits``; 0 on padding. Shape: → (B, T)."""
-    logp = torch.log_softmax(logits, -1).gather(-1, rollout.completion_ids[..., None]).squeeze(-1)
-    return logp.masked_fill(rollout.completion_mask == 0, 0.0)
-
-
 def train(
     policy: torch.nn.Module,
     world: TokenWorld,
@@ -207,7 +201,7 @@ def train(
                 logp_ref = ref_logps(rollout, rows)  # π_ref is frozen: each sequence once per run
             # the first update's forward pass over every row, before any step: it is also log π_old
             first_logits = completion_logits(policy, rollout, world, tau, rows)  # (B, T, V)
-            logp_old = token_logps(first_logits.detach(), rollout)
+            logp_old = gather_logprobs(first_logits.detach(), rollout)
         seq_k1 = torch.where(mask, kl_penalty(logp_old, logp_ref, "k1"), 0.0).sum(1)  # (B,)
         # 3) group-relative advantages of the raw rewards; groups with equal rewards carry none
         adv = advantages(rewards.view(n, g), seq_k1.view(n, g), config).flatten()  # (N·G,)
@@ -229,7 +223,7 @@ def train(
                 logits = first_logits if batch is rollout else first_logits[keep]
             else:
                 logits = completion_logits(policy, batch, world, tau)  # (B, T, V)
-            logp = torch.log_softmax(logits, -1).gather(-1, batch.completion_ids[..., None]).squeeze(-1)
+            logp = gather_logprobs(logits, batch)  # (B, T), 0 on padding
             with run.guard(step):  # NaN logits after an update stop the run here
                 loss, stats = grpo_loss(logp, logp_old[keep], logp_ref[keep], adv[keep], batch.completion_mask,
                                         eps_low=config.eps_low, eps_high=config.eps_high,

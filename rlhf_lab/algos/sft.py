@@ -28,40 +28,14 @@ from rlhf_lab.algos.loop import (Callback, ExactEvaluator, RunLog, SampledEvalua
                                  default_evaluator, make_optimizer, optimizer_step, trainable_copy)
 from rlhf_lab.core import masked_mean, token_logprobs
 from rlhf_lab.history import History
+from rlhf_lab.likelihood import sft_loss  # noqa: F401  (re-exported; shared with rejection sampling)
 from rlhf_lab.models import position_ids_from_mask
 from rlhf_lab.rollout import Rollout, encode_texts
 from rlhf_lab.scale import get_seed
-from rlhf_lab.validate import check_float, check_instance, check_int, check_mask, check_tensor
+from rlhf_lab.validate import check_float, check_instance, check_int
 from rlhf_lab.worlds.base import TokenWorld
 
 COLUMNS = ("prompt", "completion")  # TRL's prompt-completion format
-
-
-def sft_loss(token_logp: Tensor, mask: Tensor) -> tuple[Tensor, dict[str, float]]:
-    """The SFT loss: the mean negative log-likelihood per token in the loss (eq-sft-loss).
-
-    Args:
-        token_logp: log π_θ(ȳ_t | x, ȳ_<t) of the demonstrated tokens; carries the gradient.
-        mask: 1 for the tokens in the loss (the response's, EOS included), 0 elsewhere.
-
-    Shape:
-        token_logp: (B, T); mask: (B, T).
-
-    Returns:
-        ``(loss, stats)`` with stats ``nll`` (the loss), ``tokens`` (N) and ``seq_logp`` (the mean
-        over rows of Σ_t log π(ȳ_t | …), the log-likelihood of a whole demonstration).
-
-    Raises:
-        ValueError: wrong shapes, an empty mask, or a non-finite log-prob under the mask.
-    """
-    check_tensor("token_logp", token_logp, kind="float", ndim=2, dims="(B, T)")
-    check_mask("mask", mask, token_logp, "token_logp", nonempty=True, finite=True)
-    m = mask.bool()
-    # (eq-sft-loss)  L(θ) = −(1/N) Σ_i Σ_t m_{i,t} log π_θ(ȳ_{i,t} | x_i, ȳ_{i,<t})
-    loss = -masked_mean(token_logp, m)
-    picked = torch.where(m, token_logp.detach(), 0.0)  # select: 0 · nan would be nan
-    stats = {"nll": loss.item(), "tokens": float(m.sum()), "seq_logp": picked.sum(1).mean().item()}
-    return loss, stats
 
 
 # -- demonstrations --------------------------------------------------------------------------------
