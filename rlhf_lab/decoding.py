@@ -24,106 +24,91 @@ from __future__ import annotations
 
 import torch
 
+from rlhf_lab import gpt2
 from rlhf_lab.models import position_ids_from_mask
 from rlhf_lab.validate import check_float, check_int, check_mask, check_tensor
 
 
 class _CachedLM:
-    """Any causal LM from transformers, decoded through its own KV cache (``past_key_values``)."""
+    """Any causal LM from transformers, decoded through its own KV cache (``past_key_values``).
 
-    def __init__(self, policy) -> None:
+    A decoder holds one row per slot (a distinct prefix): its cache, which of its keys are real
+    and the position of its next token. ``keep`` rebuilds those rows from the current ones (a
+    slot that ended goes, one that branched into several tokens is copied), ``step`` feeds each
+    slot its next token.
+    """
+
+    def __init__(self, policy, max_len: int) -> None:
         self.policy = policy
+        self.max_len = max_len  # prompt plus completion: the longest a row can grow
         self.past = None
+        self.length = 0  # tokens in the cache
+        self.mask = self.position = None
 
     def prefill(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Logits after the last prompt token. Shape: ids, mask (B, Tp) → (B, V)."""
+        """Logits after the last prompt token. Shape: ids, mask (S, Tp) → (S, V)."""
+        self._start(mask)
         out = self.policy(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
                           use_cache=True, logits_to_keep=1)
         self.past = out.past_key_values
         return out.logits[:, -1]
 
-    def keep(self, index: torch.Tensor) -> None:
-        """Rebuild the cache from rows ``index`` of the current one (rows may repeat or go).
+    def _start(self, mask: torch.Tensor) -> None:
+        # every generated position of a live slot is real: the key mask is the prompt's, then ones
+        self.length = mask.shape[1]
+        self.mask = torch.cat([mask, mask.new_ones(mask.shape[0], self.max_len - self.length)], dim=1)  # (S, L)
+        self.position = mask.sum(dim=1, keepdim=True)  # (S, 1): position of the next token
 
-        Shape: index (U,) into the current rows.
+    def keep(self, index: torch.Tensor) -> None:
+        """Rebuild the slots from rows ``index`` of the current ones (rows may repeat or go).
+
+        Shape: index (S',) into the current S slots.
         """
         self.past.reorder_cache(index)
+        self.mask, self.position = self.mask.index_select(0, index), self.position.index_select(0, index)
 
-    def step(self, token: torch.Tensor, position: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Logits after one more token. Shape: token, position (A, 1), mask (A, T) → (A, V)."""
-        out = self.policy(input_ids=token, attention_mask=mask, position_ids=position,
+    def step(self, token: torch.Tensor) -> torch.Tensor:
+        """Logits after one more token per slot. Shape: token (S, 1) → (S, V)."""
+        self.length += 1
+        out = self.policy(input_ids=token, attention_mask=self.mask[:, : self.length], position_ids=self.position,
                           past_key_values=self.past, use_cache=True)
-        self.past = out.past_key_values
+        self.past, self.position = out.past_key_values, self.position + 1
         return out.logits[:, -1]
 
 
-class _GPT2Decoder:
-    """GPT-2 decoding with a preallocated KV cache, written out with the model's own weights.
+class _GPT2Decoder(_CachedLM):
+    """GPT-2 decoding with a preallocated KV cache, through ``gpt2.blocks`` (the model's own weights).
 
     The same arithmetic as ``GPT2LMHeadModel.forward`` (a test checks the log-probs against a
     full forward pass), without the per-call work of the generic path: no cache objects grown
-    by concatenation, no 4-D mask built from scratch, no module hooks or output dataclasses.
+    by concatenation, no 4-D mask built at every step, no module hooks or output dataclasses.
+    The keys and values of every layer live in one tensor, so ``keep`` is one copy.
     """
-
-    def __init__(self, policy, max_len: int) -> None:
-        self.tf, self.lm_head = policy.transformer, policy.lm_head
-        self.max_len = max_len  # prompt plus completion: the length the cache is allocated for
-        config = policy.config
-        self.n_head, self.n_embd = config.n_head, config.n_embd
-        self.eps = config.layer_norm_epsilon
-        self.cache: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self.length = 0
 
     @staticmethod
     def supports(policy) -> bool:
-        from transformers import GPT2LMHeadModel
-
-        config = getattr(policy, "config", None)
-        return (type(policy) is GPT2LMHeadModel and not config.add_cross_attention
-                and not config.reorder_and_upcast_attn)
-
-    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
-        """New tokens through every block; their keys and values are written into the cache."""
-        F = torch.nn.functional
-        tf, nh, c = self.tf, self.n_head, self.n_embd
-        b, t = ids.shape
-        start, end = self.length, self.length + t
-        h = (F.embedding(ids, tf.wte.weight) + F.embedding(positions, tf.wpe.weight)).view(b * t, c)
-        for block, (k_cache, v_cache) in zip(tf.h, self.cache):
-            attn, mlp = block.attn, block.mlp
-            x = F.layer_norm(h, (c,), block.ln_1.weight, block.ln_1.bias, self.eps)
-            qkv = torch.addmm(attn.c_attn.bias, x, attn.c_attn.weight)  # (B·T, 3C); Conv1D is x @ W + b
-            q, k, v = qkv.view(b, t, 3, nh, c // nh).permute(2, 0, 3, 1, 4)  # each (B, nh, T, hs)
-            k_cache[:, :, start:end] = k
-            v_cache[:, :, start:end] = v
-            y = F.scaled_dot_product_attention(
-                q, k_cache[:, :, :end], v_cache[:, :, :end], attn_mask=attn_mask, scale=attn.scaling
-            )  # (B, nh, T, hs)
-            h = h + torch.addmm(attn.c_proj.bias, y.transpose(1, 2).reshape(b * t, c), attn.c_proj.weight)
-            x = F.layer_norm(h, (c,), block.ln_2.weight, block.ln_2.bias, self.eps)
-            x = mlp.act(torch.addmm(mlp.c_fc.bias, x, mlp.c_fc.weight))  # (B·T, 4C)
-            h = h + torch.addmm(mlp.c_proj.bias, x, mlp.c_proj.weight)
-        self.length = end
-        last = h.view(b, t, c)[:, -1]  # (B, C)
-        return F.linear(F.layer_norm(last, (c,), tf.ln_f.weight, tf.ln_f.bias, self.eps), self.lm_head.weight)
+        return gpt2.supports(policy)
 
     def prefill(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        batch, length = ids.shape
-        param = self.tf.wte.weight
-        shape = (batch, self.n_head, self.max_len, self.n_embd // self.n_head)
-        self.cache = [(param.new_empty(shape), param.new_empty(shape)) for _ in self.tf.h]
-        self.length = 0
-        # causal and no padded keys; a padded query may see itself, so its row is never empty
-        # (an all-masked row is NaN in SDPA, and a NaN value would leak through 0 · NaN)
-        causal = torch.ones(length, length, dtype=torch.bool, device=ids.device).tril()
-        keys = mask.bool()[:, None, None, :] | torch.eye(length, dtype=torch.bool, device=ids.device)
-        return self._forward(ids, position_ids_from_mask(mask), causal & keys)  # mask (B, 1, T, T)
+        config = self.policy.config
+        head_dim = config.n_embd // config.n_head
+        # (layer, key/value, S, head, position, head_dim)
+        self.past = self.policy.transformer.wte.weight.new_empty(
+            (config.n_layer, 2, ids.shape[0], config.n_head, self.max_len, head_dim))
+        self._start(mask)
+        self.mask = self.mask.bool()[:, None, None, :]  # (S, 1, 1, L): the keys each slot's query may see
+        hidden = gpt2.blocks(self.policy, ids, position_ids_from_mask(mask), gpt2.padded_causal_mask(mask), self.past)
+        return gpt2.head(self.policy, hidden[:, -1])  # (S, V)
 
     def keep(self, index: torch.Tensor) -> None:
-        self.cache = [(k[index], v[index]) for k, v in self.cache]
+        self.past = self.past.index_select(2, index)
+        self.mask, self.position = self.mask.index_select(0, index), self.position.index_select(0, index)
 
-    def step(self, token: torch.Tensor, position: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self._forward(token, position, mask.bool()[:, None, None, :])  # mask (A, 1, 1, T)
+    def step(self, token: torch.Tensor) -> torch.Tensor:
+        start, self.length = self.length, self.length + 1
+        hidden = gpt2.blocks(self.policy, token, self.position, self.mask[..., : self.length], self.past, start)
+        self.position = self.position + 1
+        return gpt2.head(self.policy, hidden[:, -1])  # (S, V)
 
 
 def _one_row_per_slot(slot: torch.Tensor, rows: torch.Tensor, n_slots: int) -> torch.Tensor:
@@ -159,15 +144,12 @@ def sample_ids(
     check_float("temperature", temperature, gt=0)
     batch, prompt_len = prompt_ids.shape
     device = prompt_ids.device
-    if _GPT2Decoder.supports(policy):
-        decoder = _GPT2Decoder(policy, prompt_len + max_new_tokens)
-    else:
-        decoder = _CachedLM(policy)
-    # 1) outputs start as "nothing generated": PAD, log-prob 0, mask 0
-    attention = torch.cat([prompt_mask, prompt_mask.new_zeros(batch, max_new_tokens)], dim=1)  # (B, Tp + N)
+    decoder = (_GPT2Decoder if _GPT2Decoder.supports(policy) else _CachedLM)(policy, prompt_len + max_new_tokens)
+    # 1) outputs start as "nothing generated": PAD, log-prob 0
     tokens = torch.full((batch, max_new_tokens), pad_id, dtype=torch.long, device=device)
     logp = torch.zeros((batch, max_new_tokens), dtype=torch.float32, device=device)
-    next_pos = prompt_mask.sum(dim=1, keepdim=True)  # (B, 1): position of the first new token
+    noise_device = generator.device if generator is not None else device
+    tiny = torch.finfo(torch.float32).tiny
 
     # Rows with the same prefix (same prompt, same tokens so far) have the same next-token
     # distribution, so the model runs once per distinct prefix (a "slot") and each row reads
@@ -186,42 +168,51 @@ def sample_ids(
         logits = logits.float()
         if logit_bias is not None:
             logits = logits + logit_bias
-        logprobs = torch.log_softmax(logits / temperature, dim=-1)[slot]  # (A, V)
+        if temperature != 1.0:
+            logits = logits / temperature
+        logprobs = torch.log_softmax(logits, dim=-1).index_select(0, slot)  # (A, V)
         # Gumbel-max: argmax(log π + G) with G = −log(−log U), U ~ Uniform(0, 1), is an exact
         # draw from π, and cheaper than torch.multinomial. Each row draws its own noise.
         # A generator on another device (a CPU one while the policy is on CUDA) draws there and
         # the noise moves over: the same seed gives the same samples on every device.
-        noise_device = generator.device if generator is not None else device
         uniform = torch.rand(logprobs.shape, generator=generator, device=noise_device).to(device)
-        gumbel = -uniform.clamp_(min=torch.finfo(uniform.dtype).tiny).log_().neg_().log_()
-        token = (logprobs + gumbel).argmax(dim=-1)  # (A,)
+        token = (logprobs - uniform.clamp_(min=tiny).log_().neg_().log_()).argmax(dim=-1)  # (A,)
         tokens[rows, t] = token
         logp[rows, t] = logprobs.gather(1, token[:, None]).squeeze(1)
-        attention[rows, prompt_len + t] = 1
         steps = t + 1
         # 4) a row ends at its EOS; the others move to the slot of (old slot, new token)
-        going = token != eos_id
-        if steps == max_new_tokens or not bool(going.any()):
+        going = (token != eos_id).nonzero().squeeze(1)
+        if steps == max_new_tokens or len(going) == 0:
             break
-        rows, token = rows[going], token[going]
+        rows, token = rows.index_select(0, going), token.index_select(0, going)
         vocab = logprobs.shape[1]
-        pairs, slot = torch.unique(slot[going] * vocab + token, return_inverse=True)  # (old slot, token)
+        pairs, slot = torch.unique(slot.index_select(0, going) * vocab + token, return_inverse=True)  # (old slot, token)
         decoder.keep(pairs // vocab)  # each new slot starts from its parent's cache
-        first = _one_row_per_slot(slot, rows, len(pairs))  # a slot's rows share prompt and positions
         # 5) feed the sampled tokens back; the cache holds everything before them
-        logits = decoder.step((pairs % vocab)[:, None], next_pos[first] + t, attention[first, : prompt_len + t + 1])
+        logits = decoder.step((pairs % vocab)[:, None])
     # a NaN logit makes the log-softmax of its row NaN and argmax picks a NaN entry, so one check
     # of the sampled log-probs, after the loop, sees every NaN (and costs nothing per token)
     if bool(torch.isnan(logp).any()):
         raise FloatingPointError("the policy's next-token logits are not finite (nan) while sampling: its weights "
                                  "have diverged (a learning rate or β far too high?) or its input is broken")
-    return tokens[:, :steps], attention[:, prompt_len: prompt_len + steps], logp[:, :steps]
+    tokens = tokens[:, :steps]
+    # a token is real until the row's first EOS, which is included (rows leave only at EOS)
+    eos = (tokens == eos_id).long()
+    mask = (eos.cumsum(dim=1) - eos == 0).to(prompt_mask.dtype)
+    return tokens, mask, logp[:, :steps]
 
 
 def _left_pad(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.tensor([[pad_id] * (width - len(r)) + list(r) for r in rows], dtype=torch.long)
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long)
+    """Rows left-padded to one width. Shape: B rows → ids, mask (B, T). A row that repeats (the
+    same prompt, sampled many times) is padded once."""
+    width = max(map(len, rows))
+    distinct: dict[tuple, int] = {}
+    inverse = [distinct.setdefault(tuple(r), len(distinct)) for r in rows]
+    ids = torch.tensor([[pad_id] * (width - len(r)) + list(r) for r in distinct], dtype=torch.long)
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in distinct], dtype=torch.long)
+    if len(distinct) < len(rows):
+        index = torch.tensor(inverse)
+        ids, mask = ids[index], mask[index]
     return ids.to(device), mask.to(device)
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from rlhf_lab import gpt2
 from rlhf_lab.core import sequence_logprobs
 from rlhf_lab.decoding import sample_ids, sample_rows  # noqa: F401  (re-exported)
 from rlhf_lab.models import position_ids_from_mask
@@ -213,10 +214,10 @@ def completion_logits(
     if world is not None:
         check_vocab(policy, world)  # before the forward pass
     mask = rollout.attention_mask
-    logits = policy(input_ids=rollout.input_ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
-                    use_cache=False).logits  # (B, Tp + Tc, V)
-    tp = rollout.prompt_ids.shape[1]
-    logits = logits[:, tp - 1: -1].float()  # position t predicts token t + 1
+    ids, positions = rollout.input_ids[:, :-1], position_ids_from_mask(mask)[:, :-1]
+    mask = mask[:, :-1]  # the last token predicts nothing the loss uses
+    first = rollout.prompt_ids.shape[1] - 1  # position t predicts token t + 1
+    logits = gpt2.lm_logits(policy, ids, mask, positions, first).float()  # (B, Tc, V)
     if world is not None:
         logits = world.mask_logits(logits)
     return logits / temperature

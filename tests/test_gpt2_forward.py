@@ -1,0 +1,105 @@
+"""rlhf_lab.gpt2: the written-out GPT-2 forward equals transformers' own, values and gradients."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from rlhf_lab import get_scale, gpt2
+from rlhf_lab.models import build_policy, position_ids_from_mask
+from rlhf_lab.rollout import completion_logprobs, encode_texts, sample
+from rlhf_lab.worlds.reviews import ReviewsWorld
+
+TINY = dict(n_layer=2, n_head=2, n_embd=32)
+
+
+@pytest.fixture()
+def world():
+    return ReviewsWorld(n_topics=2, words_per_class=2, max_new_tokens=4)
+
+
+@pytest.fixture()
+def policy(world):
+    torch.manual_seed(0)
+    model = build_policy(world, get_scale("ci").replace(**TINY))
+    with torch.no_grad():  # away from the initialisation's symmetric, near-uniform logits
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    return model
+
+
+def _batch():
+    """Left-padded rows of different lengths: every padding case the trainers produce."""
+    ids = torch.tensor([[0, 0, 5, 6, 7, 1], [0, 4, 5, 6, 1, 0], [3, 4, 5, 6, 7, 8], [0, 0, 0, 9, 1, 0]])
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1], [0, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1], [0, 0, 0, 1, 1, 0]])
+    return ids, mask
+
+
+def test_logits_equal_the_models_own_forward_on_real_positions(policy):
+    ids, mask = _batch()
+    positions = position_ids_from_mask(mask)
+    assert gpt2.supports(policy.eval())
+    ours = gpt2.forward(policy, ids, mask, positions)
+    theirs = policy(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False).logits
+    real = mask.bool()
+    torch.testing.assert_close(ours[real], theirs[real], rtol=1e-5, atol=1e-5)
+    assert torch.isfinite(ours).all()  # padded positions too: no NaN to leak anywhere
+    # ``first`` keeps only the last positions, the same values
+    torch.testing.assert_close(gpt2.forward(policy, ids, mask, positions, first=3), ours[:, 3:])
+
+
+def test_gradients_equal_the_models_own_backward(policy):
+    ids, mask = _batch()
+    positions = position_ids_from_mask(mask)
+    twin = copy.deepcopy(policy)
+    policy.train()
+    twin.train()
+    weights = torch.randn(ids.shape[0], ids.shape[1], policy.config.vocab_size) * mask[..., None]
+    (gpt2.forward(policy, ids, mask, positions).log_softmax(-1) * weights).sum().backward()
+    (twin(input_ids=ids, attention_mask=mask, position_ids=positions).logits.log_softmax(-1) * weights).sum().backward()
+    grads = {n: p.grad for n, p in policy.named_parameters()}
+    checked = 0
+    for name, p in twin.named_parameters():
+        if p.grad is None:
+            continue
+        torch.testing.assert_close(grads[name], p.grad, rtol=1e-4, atol=1e-5, msg=lambda m, n=name: f"{n}: {m}")
+        checked += 1
+    assert checked >= 4 * TINY["n_layer"]  # every block's projections had a gradient to compare
+
+
+def test_completion_logprobs_take_the_fast_path_and_match_the_slow_one(world, policy, monkeypatch):
+    policy.eval()
+    batch = encode_texts(world, [world.prompts[0], world.prompts[1], world.prompts[0]],
+                         [world.vocab[5] + " [EOS]", f"{world.vocab[6]} {world.vocab[7]} [EOS]", "[EOS]"])
+    fast = completion_logprobs(policy, batch, world)
+    calls = []
+    monkeypatch.setattr(gpt2, "forward", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(gpt2, "supports", lambda p: False)
+    slow = completion_logprobs(policy, batch, world)
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-6)
+    assert not calls
+
+
+def test_sampled_logp_equals_the_fast_teacher_forced_logp(world, policy):
+    policy.eval()
+    rollout = sample(policy, world, [world.prompts[i % 2] for i in range(64)], generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(completion_logprobs(policy, rollout, world), rollout.logp, rtol=1e-5, atol=1e-5)
+
+
+def test_what_the_fast_path_refuses(world, policy):
+    policy.eval()
+    assert gpt2.supports(policy)
+    handle = policy.transformer.h[0].mlp.register_forward_hook(lambda *a: None)
+    assert not gpt2.supports(policy)  # a hook only runs in the model's own forward
+    handle.remove()
+    assert gpt2.supports(policy)
+    dropout = build_policy(world, get_scale("ci").replace(**TINY))
+    dropout.config.resid_pdrop = 0.1
+    assert gpt2.supports(dropout.eval()) and not gpt2.supports(dropout.train())  # dropout only matters in training
+    policy.train()
+    assert gpt2.supports(policy)  # no dropout in these policies: training alone changes nothing
+    policy.activation_checkpointing_enable()
+    assert not gpt2.supports(policy)
+    assert not gpt2.supports(torch.nn.Linear(2, 2))
