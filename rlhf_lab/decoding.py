@@ -22,6 +22,8 @@ Introduced in chapter 02.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from rlhf_lab import gpt2
@@ -85,20 +87,19 @@ class _GPT2Decoder(_CachedLM):
     The keys and values of every layer live in one tensor, so ``keep`` is one copy.
     """
 
-    @staticmethod
-    def supports(policy) -> bool:
-        return gpt2.supports(policy)
+    def __init__(self, policy, max_len: int, weights: gpt2.Weights) -> None:
+        super().__init__(policy, max_len)
+        self.weights = weights
 
     def prefill(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        config = self.policy.config
-        head_dim = config.n_embd // config.n_head
+        w = self.weights
+        heads, c = w.layers[0][2], w.wte.shape[1]
         # (layer, key/value, S, head, position, head_dim)
-        self.past = self.policy.transformer.wte.weight.new_empty(
-            (config.n_layer, 2, ids.shape[0], config.n_head, self.max_len, head_dim))
+        self.past = w.wte.new_empty((len(w.layers), 2, ids.shape[0], heads, self.max_len, c // heads))
         self._start(mask)
         self.mask = self.mask.bool()[:, None, None, :]  # (S, 1, 1, L): the keys each slot's query may see
-        hidden = gpt2.blocks(self.policy, ids, position_ids_from_mask(mask), gpt2.padded_causal_mask(mask), self.past)
-        return gpt2.head(self.policy, hidden[:, -1])  # (S, V)
+        hidden = gpt2.blocks(w, ids, position_ids_from_mask(mask), gpt2.padded_causal_mask(mask), self.past)
+        return gpt2.head(w, hidden[:, -1])  # (S, V)
 
     def keep(self, index: torch.Tensor) -> None:
         self.past = self.past.index_select(2, index)
@@ -106,9 +107,25 @@ class _GPT2Decoder(_CachedLM):
 
     def step(self, token: torch.Tensor) -> torch.Tensor:
         start, self.length = self.length, self.length + 1
-        hidden = gpt2.blocks(self.policy, token, self.position, self.mask[..., : self.length], self.past, start)
+        hidden = gpt2.blocks(self.weights, token, self.position, self.mask[..., : self.length], self.past, start)
         self.position = self.position + 1
-        return gpt2.head(self.policy, hidden[:, -1])  # (S, V)
+        return gpt2.head(self.weights, hidden[:, -1])  # (S, V)
+
+
+def unique_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct rows of a non-negative integer matrix: how many, and each row's index among them.
+
+    Each row becomes one int64 (its entries as the digits of a number in base max + 1) where that
+    fits, so one 1-D ``torch.unique`` does the work: much cheaper than ``unique(dim=0)`` or a
+    Python set of tuples. Shape: rows (B, T) → count U (a 0-d tensor), inverse (B,) in [0, U).
+    """
+    base = int(rows.max()) + 1 if rows.numel() else 1
+    if rows.shape[1] * math.log2(max(base, 2)) < 62:
+        powers = base ** torch.arange(rows.shape[1] - 1, -1, -1, device=rows.device, dtype=torch.long)
+        unique, inverse = torch.unique((rows * powers).sum(dim=1), return_inverse=True)  # (U,), (B,)
+    else:
+        unique, inverse = torch.unique(rows, dim=0, return_inverse=True)  # (U, T), (B,)
+    return len(unique), inverse
 
 
 def _one_row_per_slot(slot: torch.Tensor, rows: torch.Tensor, n_slots: int) -> torch.Tensor:
@@ -144,7 +161,11 @@ def sample_ids(
     check_float("temperature", temperature, gt=0)
     batch, prompt_len = prompt_ids.shape
     device = prompt_ids.device
-    decoder = (_GPT2Decoder if _GPT2Decoder.supports(policy) else _CachedLM)(policy, prompt_len + max_new_tokens)
+    weights = gpt2.weights(policy)
+    if weights is not None:
+        decoder = _GPT2Decoder(policy, prompt_len + max_new_tokens, weights)
+    else:
+        decoder = _CachedLM(policy, prompt_len + max_new_tokens)
     # 1) outputs start as "nothing generated": PAD, log-prob 0
     tokens = torch.full((batch, max_new_tokens), pad_id, dtype=torch.long, device=device)
     logp = torch.zeros((batch, max_new_tokens), dtype=torch.float32, device=device)
@@ -157,10 +178,8 @@ def sample_ids(
     # rows that have ended leave the batch and cost nothing more.
     # 2) prefill: one pass over the distinct prompts fills the KV cache
     rows = torch.arange(batch, device=device)  # rows still generating; rows[i] reads slot[i]
-    slot_of: dict[tuple, int] = {}  # a prompt (its ids and mask) → its slot
-    keys = torch.cat([prompt_ids, prompt_mask], dim=1).tolist()
-    slot = torch.tensor([slot_of.setdefault(tuple(k), len(slot_of)) for k in keys], device=device)
-    first = _one_row_per_slot(slot, rows, len(slot_of))
+    n_slots, slot = unique_rows(prompt_ids * 2 + prompt_mask)  # a prompt (its ids and mask) → its slot
+    first = _one_row_per_slot(slot, rows, n_slots)
     logits = decoder.prefill(prompt_ids[first], prompt_mask[first])  # (S, V)
     steps = 0
     for t in range(max_new_tokens):
@@ -203,13 +222,14 @@ def sample_ids(
 
 
 def _left_pad(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows left-padded to one width. Shape: B rows → ids, mask (B, T). A row that repeats (the
-    same prompt, sampled many times) is padded once."""
+    """Rows left-padded to one width. Shape: B rows → ids, mask (B, T). A list that repeats (the
+    same prompt's ids, sampled many times) is padded once."""
     width = max(map(len, rows))
-    distinct: dict[tuple, int] = {}
-    inverse = [distinct.setdefault(tuple(r), len(distinct)) for r in rows]
-    ids = torch.tensor([[pad_id] * (width - len(r)) + list(r) for r in distinct], dtype=torch.long)
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in distinct], dtype=torch.long)
+    distinct: dict[int, int] = {}  # id of a row's list → its index among the distinct lists (all alive here)
+    inverse = [distinct.setdefault(id(r), len(distinct)) for r in rows]
+    padded = list({id(r): r for r in rows}.values())
+    ids = torch.tensor([[pad_id] * (width - len(r)) + list(r) for r in padded], dtype=torch.long)
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in padded], dtype=torch.long)
     if len(distinct) < len(rows):
         index = torch.tensor(inverse)
         ids, mask = ids[index], mask[index]
@@ -242,8 +262,9 @@ def sample_rows(
     completion_mask, logp (B, Tc), right-padded.
     """
     device = next(policy.parameters()).device
-    was_training = policy.training
-    if was_training:  # no dropout while sampling
+    # no dropout while sampling (the written-out GPT-2 has none, and switching modes costs a walk over every module)
+    was_training = policy.training and not gpt2.supports(policy)
+    if was_training:
         policy.eval()
     chunks = []
     step = batch_size or len(rows)

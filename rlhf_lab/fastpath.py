@@ -16,12 +16,12 @@ Introduced for the performance work of issue 18 (README, "Performance").
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
 import torch
 
 from rlhf_lab.core import sequence_logprobs
+from rlhf_lab.decoding import unique_rows
 from rlhf_lab.rollout import Rollout, completion_logits as full_completion_logits, gather_logprobs
 from rlhf_lab.worlds.base import TokenWorld
 
@@ -30,18 +30,10 @@ def distinct(batch: Rollout) -> tuple[Rollout, torch.Tensor]:
     """The distinct rows of ``batch`` (prompt and completion tokens, with their masks) and, for each
     row, the index of its distinct row. Shape: B rows → a U-row ``Rollout``, inverse (B,)."""
     ids = torch.cat([batch.prompt_ids, batch.completion_ids], dim=1)  # (B, T)
-    key = ids * 2 + torch.cat([batch.prompt_mask, batch.completion_mask], dim=1)  # (B, T), in [0, base)
-    base = 2 * int(ids.max()) + 2 if ids.numel() else 2
-    if key.shape[1] * math.log2(base) < 62:
-        # one int64 per row (its digits in base ``base``): a 1-D unique is much cheaper than unique(dim=0)
-        powers = base ** torch.arange(key.shape[1] - 1, -1, -1, device=key.device, dtype=torch.long)
-        key = (key * powers).sum(dim=1)  # (B,)
-        unique, inverse = torch.unique(key, return_inverse=True)  # (U,), (B,)
-    else:
-        unique, inverse = torch.unique(key, dim=0, return_inverse=True)  # (U, T), (B,)
-    if len(unique) == len(batch):
+    count, inverse = unique_rows(ids * 2 + torch.cat([batch.prompt_mask, batch.completion_mask], dim=1))
+    if count == len(batch):
         return batch, torch.arange(len(batch), device=inverse.device)
-    first = torch.empty(len(unique), dtype=torch.long, device=inverse.device)
+    first = torch.empty(count, dtype=torch.long, device=inverse.device)
     first.scatter_(0, inverse, torch.arange(len(batch), device=inverse.device))  # one row of each
     index = first.tolist()
     return replace(batch, prompts=[batch.prompts[i] for i in index],

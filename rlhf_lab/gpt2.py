@@ -10,7 +10,8 @@ positions asked for. It keeps the autograd graph, so the trainers use it for the
 passes; the sampler (``decoding.py``) uses ``blocks`` with a preallocated KV cache.
 
 ``supports(policy)`` says when it applies: a plain ``GPT2LMHeadModel`` (not a subclass or a
-wrapper), no cross-attention, no dropout while training, no gradient checkpointing, no hooks.
+wrapper) whose layers are GPT-2's own (no adapter injected in place), no cross-attention, no dropout
+while training, no gradient checkpointing, no hooks.
 Anything else goes through the model's own forward (``lm_logits`` chooses). Tests compare both paths' logits and
 gradients (tests/test_gpt2_forward.py).
 
@@ -19,67 +20,107 @@ Introduced for the performance work of issue 18 (README, "Performance").
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 F = torch.nn.functional
 
 
-def supports(policy) -> bool:
-    """True when ``forward`` computes exactly what ``policy``'s own forward would."""
+class Weights(NamedTuple):
+    """What ``blocks`` and ``head`` read, collected once per call (a module attribute costs a
+    Python lookup each time; a pass over a tiny model makes about a hundred of them)."""
+
+    wte: torch.Tensor
+    wpe: torch.Tensor
+    layers: tuple[tuple, ...]  # per block: ln_1 (w, b, eps), c_attn (w, b), heads, scaling, c_proj (w, b),
+    #                            ln_2 (w, b, eps), c_fc (w, b), act, mlp c_proj (w, b)
+    ln_f: tuple[torch.Tensor, torch.Tensor, float]
+    lm_head: torch.Tensor
+
+
+def weights(policy) -> Weights | None:
+    """``policy``'s weights when ``forward`` computes exactly what its own forward would, else None."""
+    from torch.nn.modules import module as torch_module
     from transformers import GPT2LMHeadModel
+    from transformers.pytorch_utils import Conv1D
 
     if type(policy) is not GPT2LMHeadModel:
-        return False
+        return None
     config = policy.config
     if config.add_cross_attention or config.reorder_and_upcast_attn:
-        return False
+        return None
     if policy.training and (config.resid_pdrop or config.embd_pdrop or config.attn_pdrop
                             or policy.transformer.gradient_checkpointing):
-        return False
-    # forward hooks (e.g. a probe that reads activations) only run through the model's own forward
-    return not any(m._forward_hooks or m._forward_pre_hooks for m in policy.modules())
+        return None
+    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
+        return None
+    nn = torch.nn
+    try:
+        tf, lm_head = policy.transformer, policy.lm_head
+        used = [(policy, None), (tf, None), (tf.wte, nn.Embedding), (tf.wpe, nn.Embedding), (tf.ln_f, nn.LayerNorm),
+                (lm_head, nn.Linear)]
+        layers = []
+        for block in tf.h:
+            ln_1, attn, ln_2, mlp = block.ln_1, block.attn, block.ln_2, block.mlp
+            c_attn, a_proj, c_fc, m_proj = attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj
+            used += [(block, None), (ln_1, nn.LayerNorm), (attn, None), (c_attn, Conv1D), (a_proj, Conv1D),
+                     (ln_2, nn.LayerNorm), (mlp, None), (c_fc, Conv1D), (m_proj, Conv1D), (mlp.act, None)]
+            layers.append(((ln_1.weight, ln_1.bias, ln_1.eps), (c_attn.weight, c_attn.bias), attn.num_heads,
+                           attn.scaling, (a_proj.weight, a_proj.bias), (ln_2.weight, ln_2.bias, ln_2.eps),
+                           (c_fc.weight, c_fc.bias), mlp.act, (m_proj.weight, m_proj.bias)))
+    except AttributeError:  # a layer replaced by one of another shape (an adapter, a quantised layer)
+        return None
+    # a layer of another type computes something else (an adapter injected in place keeps the
+    # model's type); a hook (e.g. a probe that reads activations) runs only in the model's own forward
+    if any(kind is not None and type(m) is not kind for m, kind in used) or lm_head.bias is not None:
+        return None
+    if any(m._forward_hooks or m._forward_pre_hooks for m, _ in used):
+        return None
+    return Weights(tf.wte.weight, tf.wpe.weight, tuple(layers), (tf.ln_f.weight, tf.ln_f.bias, tf.ln_f.eps),
+                   lm_head.weight)
 
 
-def blocks(policy, ids: torch.Tensor, positions: torch.Tensor, attn_mask: torch.Tensor,
-           cache: list[tuple[torch.Tensor, torch.Tensor]] | None = None, start: int = 0) -> torch.Tensor:
+def supports(policy) -> bool:
+    """True when ``forward`` computes exactly what ``policy``'s own forward would."""
+    return weights(policy) is not None
+
+
+def blocks(w: Weights, ids: torch.Tensor, positions: torch.Tensor, attn_mask: torch.Tensor,
+           cache: torch.Tensor | None = None, start: int = 0) -> torch.Tensor:
     """Hidden states after the last block (before the final layer norm).
 
     ``attn_mask`` is a boolean mask broadcastable to (B, n_head, T, K), True where a query may
-    attend to a key. With ``cache`` (one preallocated (k, v) pair per layer, each (B, n_head, L,
-    head_dim)) the new keys and values are written at positions ``start : start + T`` and the
-    queries attend to the cache up to there; without it, to the T new positions.
+    attend to a key. With ``cache`` (preallocated keys and values of every layer, shape (layers, 2,
+    B, n_head, L, head_dim)) the new keys and values are written at positions ``start : start + T``
+    and the queries attend to the cache up to there; without it, to the T new positions.
 
     Shape: ids, positions (B, T) → (B, T, C).
     """
-    tf = policy.transformer
-    config = policy.config
-    nh, c, eps = config.n_head, config.n_embd, config.layer_norm_epsilon
     b, t = ids.shape
+    c = w.wte.shape[1]
     end = start + t
-    h = (F.embedding(ids, tf.wte.weight) + F.embedding(positions, tf.wpe.weight)).view(b * t, c)
-    for i, block in enumerate(tf.h):
-        attn, mlp = block.attn, block.mlp
-        x = F.layer_norm(h, (c,), block.ln_1.weight, block.ln_1.bias, eps)
-        qkv = torch.addmm(attn.c_attn.bias, x, attn.c_attn.weight)  # (B·T, 3C); Conv1D is x @ W + b
-        q, k, v = qkv.view(b, t, 3, nh, c // nh).permute(2, 0, 3, 1, 4)  # each (B, nh, T, hs)
+    h = (F.embedding(ids, w.wte) + F.embedding(positions, w.wpe)).view(b * t, c)
+    for i, (ln_1, c_attn, heads, scaling, a_proj, ln_2, c_fc, act, m_proj) in enumerate(w.layers):
+        x = F.layer_norm(h, (c,), *ln_1)
+        qkv = torch.addmm(c_attn[1], x, c_attn[0])  # (B·T, 3C); Conv1D is x @ W + b
+        q, k, v = qkv.view(b, t, 3, heads, c // heads).permute(2, 0, 3, 1, 4).unbind(0)  # each (B, nh, T, hs)
         if cache is not None:
-            k_cache, v_cache = cache[i]
+            k_cache, v_cache = cache[i].unbind(0)
             k_cache[:, :, start:end] = k
             v_cache[:, :, start:end] = v
             k, v = k_cache[:, :, :end], v_cache[:, :, :end]
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=attn.scaling)  # (B, nh, T, hs)
-        h = h + torch.addmm(attn.c_proj.bias, y.transpose(1, 2).reshape(b * t, c), attn.c_proj.weight)
-        x = F.layer_norm(h, (c,), block.ln_2.weight, block.ln_2.bias, eps)
-        x = mlp.act(torch.addmm(mlp.c_fc.bias, x, mlp.c_fc.weight))  # (B·T, 4C)
-        h = h + torch.addmm(mlp.c_proj.bias, x, mlp.c_proj.weight)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=scaling)  # (B, nh, T, hs)
+        h = h + torch.addmm(a_proj[1], y.transpose(1, 2).reshape(b * t, c), a_proj[0])
+        x = F.layer_norm(h, (c,), *ln_2)
+        x = act(torch.addmm(c_fc[1], x, c_fc[0]))  # (B·T, 4C)
+        h = h + torch.addmm(m_proj[1], x, m_proj[0])
     return h.view(b, t, c)
 
 
-def head(policy, hidden: torch.Tensor) -> torch.Tensor:
+def head(w: Weights, hidden: torch.Tensor) -> torch.Tensor:
     """The final layer norm and the vocabulary projection. Shape: (..., C) → (..., V)."""
-    tf, c = policy.transformer, policy.config.n_embd
-    return F.linear(F.layer_norm(hidden, (c,), tf.ln_f.weight, tf.ln_f.bias, policy.config.layer_norm_epsilon),
-                    policy.lm_head.weight)
+    return F.linear(F.layer_norm(hidden, (hidden.shape[-1],), *w.ln_f), w.lm_head)
 
 
 def padded_causal_mask(mask: torch.Tensor) -> torch.Tensor:
@@ -94,18 +135,20 @@ def padded_causal_mask(mask: torch.Tensor) -> torch.Tensor:
     return causal & keys
 
 
-def forward(policy, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, first: int = 0) -> torch.Tensor:
-    """Logits at positions ``first`` … T − 1 of a (padded) batch: ``policy(ids, mask, positions).logits[:, first:]``.
+def forward(w: Weights, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, first: int = 0) -> torch.Tensor:
+    """Logits at positions ``first`` … T − 1 of a (padded) batch: ``policy(ids, mask, positions).logits[:, first:]``
+    for the policy of ``w = weights(policy)``.
 
     Keeps the autograd graph. Shape: ids, mask, positions (B, T) → (B, T − first, V).
     """
-    hidden = blocks(policy, ids, positions, padded_causal_mask(mask))
-    return head(policy, hidden[:, first:])
+    hidden = blocks(w, ids, positions, padded_causal_mask(mask))
+    return head(w, hidden[:, first:])
 
 
 def lm_logits(policy, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, first: int = 0) -> torch.Tensor:
     """``policy(ids, mask, positions).logits[:, first:]`` of any causal LM: through ``forward``
-    where ``supports(policy)``, else through the model's own forward. Shape: → (B, T − first, V)."""
-    if supports(policy):
-        return forward(policy, ids, mask, positions, first)
+    where ``weights(policy)`` allows, else through the model's own forward. Shape: → (B, T − first, V)."""
+    w = weights(policy)
+    if w is not None:
+        return forward(w, ids, mask, positions, first)
     return policy(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False).logits[:, first:]

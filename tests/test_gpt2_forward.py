@@ -41,13 +41,13 @@ def test_logits_equal_the_models_own_forward_on_real_positions(policy):
     ids, mask = _batch()
     positions = position_ids_from_mask(mask)
     assert gpt2.supports(policy.eval())
-    ours = gpt2.forward(policy, ids, mask, positions)
+    ours = gpt2.forward(gpt2.weights(policy), ids, mask, positions)
     theirs = policy(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False).logits
     real = mask.bool()
     torch.testing.assert_close(ours[real], theirs[real], rtol=1e-5, atol=1e-5)
     assert torch.isfinite(ours).all()  # padded positions too: no NaN to leak anywhere
     # ``first`` keeps only the last positions, the same values
-    torch.testing.assert_close(gpt2.forward(policy, ids, mask, positions, first=3), ours[:, 3:])
+    torch.testing.assert_close(gpt2.forward(gpt2.weights(policy), ids, mask, positions, first=3), ours[:, 3:])
 
 
 def test_gradients_equal_the_models_own_backward(policy):
@@ -57,7 +57,7 @@ def test_gradients_equal_the_models_own_backward(policy):
     policy.train()
     twin.train()
     weights = torch.randn(ids.shape[0], ids.shape[1], policy.config.vocab_size) * mask[..., None]
-    (gpt2.forward(policy, ids, mask, positions).log_softmax(-1) * weights).sum().backward()
+    (gpt2.forward(gpt2.weights(policy), ids, mask, positions).log_softmax(-1) * weights).sum().backward()
     (twin(input_ids=ids, attention_mask=mask, position_ids=positions).logits.log_softmax(-1) * weights).sum().backward()
     grads = {n: p.grad for n, p in policy.named_parameters()}
     checked = 0
@@ -76,7 +76,7 @@ def test_completion_logprobs_take_the_fast_path_and_match_the_slow_one(world, po
     fast = completion_logprobs(policy, batch, world)
     calls = []
     monkeypatch.setattr(gpt2, "forward", lambda *a, **k: calls.append(1))
-    monkeypatch.setattr(gpt2, "supports", lambda p: False)
+    monkeypatch.setattr(gpt2, "weights", lambda p: None)
     slow = completion_logprobs(policy, batch, world)
     torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-6)
     assert not calls
@@ -103,3 +103,16 @@ def test_what_the_fast_path_refuses(world, policy):
     policy.activation_checkpointing_enable()
     assert not gpt2.supports(policy)
     assert not gpt2.supports(torch.nn.Linear(2, 2))
+
+
+def test_a_layer_replaced_in_place_sends_the_model_to_its_own_forward(world, policy):
+    """An adapter injected in place (as peft's ``inject_adapter_in_model`` does) keeps the model's
+    type but changes what a layer computes: the written-out forward would skip it."""
+    policy.eval()
+    assert gpt2.supports(policy)
+    original = policy.transformer.h[1].attn.c_attn
+    policy.transformer.h[1].attn.c_attn = torch.nn.Sequential(original)
+    assert not gpt2.supports(policy)
+    policy.transformer.h[1].attn.c_attn = original
+    policy.lm_head.bias = torch.nn.Parameter(torch.zeros(policy.config.vocab_size))
+    assert not gpt2.supports(policy)  # head() has no bias term
