@@ -14,7 +14,7 @@ returns the log-probs as it goes, and it is faster than ``generate`` for the tin
 once per row (many rows share a prompt and their first words); a row that has ended leaves the
 batch; and GPT-2 is decoded with a preallocated cache and none of ``generate``'s per-step
 machinery (logits processors, stopping criteria, cache objects), which costs as much as the
-model itself at this size. Any other causal LM goes through its own ``past_key_values``.
+model itself at this size. Any other causal LM goes through its own KV cache.
 ``sample_rows`` runs the loop over prompts given as token-id lists, a chunk of rows at a time.
 
 Introduced in chapter 02.
@@ -22,6 +22,7 @@ Introduced in chapter 02.
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
@@ -32,7 +33,7 @@ from rlhf_lab.validate import check_float, check_int, check_mask, check_tensor
 
 
 class _CachedLM:
-    """Any causal LM from transformers, decoded through its own KV cache (``past_key_values``).
+    """Any causal LM from transformers, decoded through its own KV cache.
 
     A decoder holds one row per slot (a distinct prefix): its cache, which of its keys are real
     and the position of its next token. ``keep`` rebuilds those rows from the current ones (a
@@ -44,6 +45,9 @@ class _CachedLM:
         self.policy = policy
         self.max_len = max_len  # prompt plus completion: the longest a row can grow
         self.past = None
+        # transformers 5.24 calls the cache argument and output ``cache`` (``past_key_values`` is deprecated
+        # there); older versions know only ``past_key_values``
+        self.cache_arg = "cache" if "cache" in inspect.signature(policy.forward).parameters else "past_key_values"
         self.length = 0  # tokens in the cache
         self.mask = self.position = None
 
@@ -52,7 +56,7 @@ class _CachedLM:
         self._start(mask)
         out = self.policy(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
                           use_cache=True, logits_to_keep=1)
-        self.past = out.past_key_values
+        self.past = getattr(out, self.cache_arg)
         return out.logits[:, -1]
 
     def _start(self, mask: torch.Tensor) -> None:
@@ -73,8 +77,8 @@ class _CachedLM:
         """Logits after one more token per slot. Shape: token (S, 1) → (S, V)."""
         self.length += 1
         out = self.policy(input_ids=token, attention_mask=self.mask[:, : self.length], position_ids=self.position,
-                          past_key_values=self.past, use_cache=True)
-        self.past, self.position = out.past_key_values, self.position + 1
+                          use_cache=True, **{self.cache_arg: self.past})
+        self.past, self.position = getattr(out, self.cache_arg), self.position + 1
         return out.logits[:, -1]
 
 
