@@ -23,11 +23,11 @@ Introduced in chapter 02.
 from __future__ import annotations
 
 import inspect
-import math
 
 import torch
 
 from rlhf_lab import gpt2
+from rlhf_lab.prefixes import unique_rows
 from rlhf_lab.models import position_ids_from_mask
 from rlhf_lab.validate import check_float, check_int, check_mask, check_tensor
 
@@ -114,22 +114,6 @@ class _GPT2Decoder(_CachedLM):
         hidden = gpt2.blocks(self.weights, token, self.position, self.mask[..., : self.length], self.past, start)
         self.position = self.position + 1
         return gpt2.head(self.weights, hidden[:, -1])  # (S, V)
-
-
-def unique_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The distinct rows of a non-negative integer matrix: how many, and each row's index among them.
-
-    Each row becomes one int64 (its entries as the digits of a number in base max + 1) where that
-    fits, so one 1-D ``torch.unique`` does the work: much cheaper than ``unique(dim=0)`` or a
-    Python set of tuples. Shape: rows (B, T) → count U (a 0-d tensor), inverse (B,) in [0, U).
-    """
-    base = int(rows.max()) + 1 if rows.numel() else 1
-    if rows.shape[1] * math.log2(max(base, 2)) < 62:
-        powers = base ** torch.arange(rows.shape[1] - 1, -1, -1, device=rows.device, dtype=torch.long)
-        unique, inverse = torch.unique((rows * powers).sum(dim=1), return_inverse=True)  # (U,), (B,)
-    else:
-        unique, inverse = torch.unique(rows, dim=0, return_inverse=True)  # (U, T), (B,)
-    return len(unique), inverse
 
 
 def _one_row_per_slot(slot: torch.Tensor, rows: torch.Tensor, n_slots: int) -> torch.Tensor:

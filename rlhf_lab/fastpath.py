@@ -21,7 +21,7 @@ from dataclasses import replace
 import torch
 
 from rlhf_lab.core import sequence_logprobs
-from rlhf_lab.decoding import unique_rows
+from rlhf_lab.prefixes import unique_rows
 from rlhf_lab.rollout import Rollout, completion_logits as full_completion_logits, gather_logprobs
 from rlhf_lab.worlds.base import TokenWorld
 
@@ -113,7 +113,7 @@ class FrozenLogps:
             logp = gather_logprobs(logits, sub)
             for j, i in enumerate(missing):
                 self.table[keys[i]] = logp[j, : lengths[i]]
-        out = torch.zeros(unique.completion_ids.shape, dtype=torch.float32, device=unique.completion_ids.device)
-        for i, k in enumerate(keys):
-            out[i, : lengths[i]] = self.table[k]
+        # one padded stack of the remembered rows (their lengths differ), padding 0 as ``gather_logprobs`` leaves it
+        out = torch.nn.utils.rnn.pad_sequence([self.table[k] for k in keys], batch_first=True)
+        out = torch.nn.functional.pad(out, (0, unique.completion_ids.shape[1] - out.shape[1]))  # (U, Tc)
         return out if unique is batch else out[inverse]

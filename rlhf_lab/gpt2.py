@@ -12,8 +12,8 @@ passes; the sampler (``decoding.py``) uses ``blocks`` with a preallocated KV cac
 ``supports(policy)`` says when it applies: a plain ``GPT2LMHeadModel`` (not a subclass or a
 wrapper) whose layers are GPT-2's own (no adapter injected in place), no cross-attention, no dropout
 while training, no gradient checkpointing, no hooks.
-Anything else goes through the model's own forward (``lm_logits`` chooses). Tests compare both paths' logits and
-gradients (tests/test_gpt2_forward.py).
+Anything else goes through the model's own forward (``prefixes.lm_logits`` chooses). Tests compare
+both paths' logits and gradients (tests/test_gpt2_forward.py).
 
 Introduced for the performance work of issue 18 (README, "Performance").
 """
@@ -144,11 +144,3 @@ def forward(w: Weights, ids: torch.Tensor, mask: torch.Tensor, positions: torch.
     hidden = blocks(w, ids, positions, padded_causal_mask(mask))
     return head(w, hidden[:, first:])
 
-
-def lm_logits(policy, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, first: int = 0) -> torch.Tensor:
-    """``policy(ids, mask, positions).logits[:, first:]`` of any causal LM: through ``forward``
-    where ``weights(policy)`` allows, else through the model's own forward. Shape: → (B, T − first, V)."""
-    w = weights(policy)
-    if w is not None:
-        return forward(w, ids, mask, positions, first)
-    return policy(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False).logits[:, first:]

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from rlhf_lab import gpt2
+from rlhf_lab import prefixes
 from rlhf_lab.core import sequence_logprobs
 from rlhf_lab.decoding import sample_ids, sample_rows  # noqa: F401  (re-exported)
 from rlhf_lab.models import position_ids_from_mask
@@ -217,7 +217,7 @@ def completion_logits(
     ids, positions = rollout.input_ids[:, :-1], position_ids_from_mask(mask)[:, :-1]
     mask = mask[:, :-1]  # the last token predicts nothing the loss uses
     first = rollout.prompt_ids.shape[1] - 1  # position t predicts token t + 1
-    logits = gpt2.lm_logits(policy, ids, mask, positions, first).float()  # (B, Tc, V)
+    logits = prefixes.lm_logits(policy, ids, mask, positions, first).float()  # (B, Tc, V)
     if world is not None:
         logits = world.mask_logits(logits)
     return logits / temperature

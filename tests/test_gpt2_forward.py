@@ -116,3 +116,71 @@ def test_a_layer_replaced_in_place_sends_the_model_to_its_own_forward(world, pol
     policy.transformer.h[1].attn.c_attn = original
     policy.lm_head.bias = torch.nn.Parameter(torch.zeros(policy.config.vocab_size))
     assert not gpt2.supports(policy)  # head() has no bias term
+
+
+# -- shared prefixes (rlhf_lab.prefixes) -----------------------------------------------------------
+def _shared_batch(world, rows=48, seed=0):
+    """Rows that share prompts and first words, with left padding (two prompt lengths) and right padding."""
+    g = torch.Generator().manual_seed(seed)
+    words = list(range(3, len(world.vocab)))
+    prompts = [[words[0]], [words[1], words[2]], [words[3]]]
+    out = []
+    for r in range(rows):
+        prompt = prompts[r % 3]
+        n = int(torch.randint(1, 4, (1,), generator=g))
+        completion = [words[int(torch.randint(0, 3, (1,), generator=g))] for _ in range(n)]
+        out.append((prompt, completion + [world.eos_id]))
+    tp, tc = max(len(p) for p, _ in out), max(len(c) for _, c in out)
+    ids = torch.tensor([[0] * (tp - len(p)) + p + c + [0] * (tc - len(c)) for p, c in out])
+    mask = torch.tensor([[0] * (tp - len(p)) + [1] * (len(p) + len(c)) + [0] * (tc - len(c)) for p, c in out])
+    return ids, mask, tp - 1
+
+
+@pytest.mark.parametrize("chunk", [256, 5], ids=["one-chunk", "many-chunks"])
+def test_the_forest_equals_the_row_by_row_pass_values_and_gradients(world, policy, monkeypatch, chunk):
+    from rlhf_lab import prefixes
+
+    monkeypatch.setattr(prefixes, "CHUNK", chunk)
+    ids, mask, first = _shared_batch(world)
+    positions = position_ids_from_mask(mask)
+    twin = copy.deepcopy(policy).train()
+    policy.train()
+    plain = monkeypatch.setattr  # the forest must not fall back to the row-by-row pass here
+    plain(gpt2, "forward", lambda *a, **k: pytest.fail("fell back to the row-by-row pass"))
+    ours = prefixes.forward(gpt2.weights(policy), ids, mask, positions, first)
+    monkeypatch.undo()
+    theirs = gpt2.forward(gpt2.weights(twin), ids, mask, positions, first)
+    real = mask[:, first:].bool()
+    torch.testing.assert_close(ours[real], theirs[real], rtol=1e-5, atol=1e-5)
+    assert torch.isfinite(ours).all()
+    weights = torch.randn(ours.shape) * real[..., None]
+    (ours.log_softmax(-1) * weights).sum().backward()
+    (theirs.log_softmax(-1) * weights).sum().backward()
+    for (name, p), q in zip(policy.named_parameters(), twin.parameters()):
+        scale = q.grad.abs().max().clamp(min=1e-3)
+        assert (p.grad - q.grad).abs().max() / scale < 1e-4, name
+
+
+def test_the_forest_falls_back_when_rows_share_little(world, policy, monkeypatch):
+    from rlhf_lab import prefixes
+
+    ids = torch.tensor([[3, 4, 5, 6], [4, 5, 6, 3], [5, 6, 3, 4]])  # no two rows share a first token
+    mask = torch.ones_like(ids)
+    calls = []
+    real_forward = gpt2.forward
+    monkeypatch.setattr(gpt2, "forward", lambda *a, **k: calls.append(1) or real_forward(*a, **k))
+    prefixes.forward(gpt2.weights(policy.eval()), ids, mask, position_ids_from_mask(mask))
+    assert calls == [1]
+
+
+def test_unique_rows_numbers_rows_like_torch_unique(monkeypatch):
+    from rlhf_lab.prefixes import unique_rows
+
+    g = torch.Generator().manual_seed(0)
+    for width, high in [(4, 5), (40, 90)]:  # an int64 key per row; too wide for one, unique(dim=0)
+        rows = torch.randint(0, high, (200, width), generator=g)
+        rows[100:] = rows[:100]  # every row twice
+        count, inverse = unique_rows(rows)
+        expected, expected_inverse = torch.unique(rows, dim=0, return_inverse=True)
+        assert count == len(expected) < 200
+        assert torch.equal(inverse, expected_inverse)

@@ -79,10 +79,18 @@ class TokenWorld(ABC):
 
     def allowed_mask(self) -> torch.Tensor:
         """Bool tensor (V,): True for the tokens a completion may contain (words and EOS)."""
-        mask = torch.zeros(len(self.vocab), dtype=torch.bool)
-        table = self.token_to_id()
-        mask[[table[t] for t in self.completion_vocab]] = True
-        return mask
+        return self._allowed("cpu").clone()
+
+    def _allowed(self, device) -> torch.Tensor:
+        # built once per vocabulary and device: the sampler and every teacher-forced pass ask for it
+        key = (tuple(self.vocab), tuple(self.completion_vocab), str(device))
+        cache = self.__dict__.setdefault("_allowed_cache", {})
+        if key not in cache:
+            mask = torch.zeros(len(self.vocab), dtype=torch.bool)
+            table = self.token_to_id()
+            mask[[table[t] for t in self.completion_vocab]] = True
+            cache[key] = mask.to(device)
+        return cache[key]
 
     def mask_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """Set the logits of tokens a completion may not contain to -inf.
@@ -93,8 +101,7 @@ class TokenWorld(ABC):
         if logits.dim() < 1 or logits.shape[-1] != len(self.vocab):
             raise ValueError(f"logits must have shape (..., V) with V = {len(self.vocab)}, {self.name}'s vocabulary; "
                              f"got {tuple(logits.shape)}")
-        allowed = self.allowed_mask().to(logits.device)
-        return logits.masked_fill(~allowed, float("-inf"))
+        return logits.masked_fill(~self._allowed(logits.device), float("-inf"))
 
     # -- completions -------------------------------------------------------------------------
     def n_completions(self) -> int:
