@@ -10,9 +10,9 @@ position. On a GRPO batch of the reviews world (16 prompts × 8 samples, cpu sca
 ≈ 185 nodes instead of 368 positions; the forward and backward take about a third less time
 (README, "Performance").
 
-The trees (rows with the same first token) are packed into sequences of about ``CHUNK`` nodes,
-so attention, which grows with the square of a sequence's length, stays small whatever the
-batch. Where the rows share little (fewer than a quarter of their positions), the plain
+Rows are sorted, so that rows sharing a prefix are neighbours, and cut into chunks of about
+``CHUNK`` nodes (a prefix that spans two chunks is computed in both), so attention, which grows
+with the square of a sequence's length, stays small whatever the batch. Where the rows share little (fewer than a quarter of their positions), the plain
 row-by-row ``gpt2.forward`` runs instead, and where the policy is not a plain GPT-2 the model's
 own forward (``lm_logits`` chooses). Values equal the row-by-row pass up to the last bits of
 float rounding, and so do the gradients (tests/test_gpt2_forward.py).
@@ -28,7 +28,7 @@ import torch
 
 from rlhf_lab import gpt2
 
-CHUNK = 256  # nodes per packed sequence (a tree is never split, so a chunk may hold up to CHUNK + one tree)
+CHUNK = 256  # nodes per packed sequence (at most CHUNK + 2 rows' worth)
 MIN_SHARED = 0.25  # share of real positions the forest must save for it to run
 
 
@@ -59,41 +59,44 @@ def forward(w: gpt2.Weights, ids: torch.Tensor, mask: torch.Tensor, positions: t
     device = ids.device
     real = mask.bool()
     cols = torch.arange(t, device=device)
-    # 1) the nodes: position (i, p) is the prefix of row i up to column p (its tokens and mask)
-    code = ids * 2 + real.long() + 1  # ≥ 1, so a column beyond p (0) differs from any token
-    prefix = code[:, None, :] * (cols[None, :] <= cols[:, None]).long()  # (B, T, T)
-    where_real = real.reshape(-1).nonzero().squeeze(1)  # (R,) flat indices of the real positions
-    n_nodes, node = unique_rows(prefix.reshape(b * t, t)[where_real])  # (R,)
-    if n_nodes > (1 - MIN_SHARED) * len(where_real):
+    # 1) rows in lexicographic order, so the rows that share a prefix are neighbours; a node is
+    # the prefix of a row up to a real column p, and it is new unless the row above has it too
+    code = ids * 2 + real.long() + 1  # a row's tokens and mask, ≥ 1
+    order = torch.argsort(unique_rows(code)[1], stable=True)  # (B,)
+    code_s, real_s = code[order], real[order]
+    same = torch.cat([torch.zeros_like(real_s[:1]), code_s[1:] == code_s[:-1]])  # (B, T)
+    shared = same.long().cumprod(dim=1).sum(dim=1)  # (B,): columns in common with the row above
+    new = real_s & (cols >= shared[:, None])  # (B, T)
+    if int(new.sum()) > (1 - MIN_SHARED) * int(real.sum()):
         return gpt2.forward(w, ids, mask, positions, first)
-    node_of = torch.zeros(b * t, dtype=torch.long, device=device).index_put_((where_real,), node).view(b, t)
-    rep = torch.empty(n_nodes, dtype=torch.long, device=device).scatter_(0, node, where_real)  # a position of each
-    rep_row, rep_col = rep // t, rep % t
-    # 2) trees (rows with the same first real token), packed into chunks of about CHUNK nodes
-    root = node_of.gather(1, real.long().argmax(dim=1, keepdim=True)).squeeze(1)  # (B,)
-    n_trees, tree_of_row = unique_rows(root[:, None])
-    tree = tree_of_row[rep_row]  # (N,)
-    size = torch.bincount(tree, minlength=n_trees)  # (n_trees,)
-    # a tree goes to the chunk where it starts, numbered 0, 1, … without gaps
-    chunk_of_tree = torch.unique(torch.div(size.cumsum(0) - size, CHUNK, rounding_mode="floor"), return_inverse=True)[1]
-    chunk = chunk_of_tree[tree]  # (N,)
-    order = torch.argsort(chunk, stable=True)
-    per_chunk = torch.bincount(chunk)
-    start = per_chunk.cumsum(0) - per_chunk
-    slot = torch.empty_like(order).index_put_((order,), torch.arange(n_nodes, device=device) - start[chunk[order]])
+    # 2) chunks of consecutive rows with about CHUNK new nodes each; a chunk's first row starts afresh
+    count = new.sum(dim=1)
+    chunk = torch.unique(torch.div(count.cumsum(0) - count, CHUNK, rounding_mode="floor"), return_inverse=True)[1]
+    starts = torch.cat([torch.ones_like(chunk[:1], dtype=torch.bool), chunk[1:] != chunk[:-1]])  # (B,)
+    new = new | (real_s & starts[:, None])
+    # node ids in row-major order of the new positions; a shared position takes the id from the
+    # nearest row above that started it (the rows between share it too)
+    fresh = (new.reshape(-1).cumsum(0) - 1).view(b, t)
+    rows = torch.arange(b, device=device)[:, None].expand(b, t)
+    owner = torch.where(new, rows, -1).cummax(dim=0).values.clamp(min=0)  # (B, T)
+    node = fresh.gather(0, owner)  # (B, T), valid at the real positions
+    rep_row, rep_col = new.nonzero(as_tuple=True)  # (N,) each: where node n starts, in id order
+    per_chunk = torch.bincount(chunk[rep_row])  # nodes of each chunk; a chunk's ids are contiguous
+    slot = torch.arange(len(rep_row), device=device) - (per_chunk.cumsum(0) - per_chunk)[chunk[rep_row]]  # (N,)
     n_chunks, width = len(per_chunk), int(per_chunk.max())
-    tokens = ids.new_zeros(n_chunks, width).index_put_((chunk, slot), ids[rep_row, rep_col])
-    node_pos = positions.new_zeros(n_chunks, width).index_put_((chunk, slot), positions[rep_row, rep_col])
+    ids_s, pos_s = ids[order], positions[order]
+    tokens = ids.new_zeros(n_chunks, width).index_put_((chunk[rep_row], slot), ids_s[rep_row, rep_col])
+    node_pos = positions.new_zeros(n_chunks, width).index_put_((chunk[rep_row], slot), pos_s[rep_row, rep_col])
     # 3) a node attends to its ancestors and itself (the real positions ≤ p of its row); an empty slot to itself
     attend = torch.eye(width, dtype=torch.bool, device=device).repeat(n_chunks, 1, 1)  # (C, W, W)
-    pairs = real[:, :, None] & real[:, None, :] & (cols[:, None] >= cols[None, :])  # (B, T, T): (i, p, q ≤ p)
+    pairs = real_s[:, :, None] & real_s[:, None, :] & (cols[:, None] >= cols[None, :])  # (B, T, T): (i, p, q ≤ p)
     i, p, q = pairs.nonzero(as_tuple=True)
-    row_chunk = chunk_of_tree[tree_of_row]  # (B,)
-    attend[row_chunk[i], slot[node_of[i, p]], slot[node_of[i, q]]] = True
+    attend[chunk[i], slot[node[i, p]], slot[node[i, q]]] = True
     hidden = gpt2.blocks(w, tokens, node_pos, attend[:, None])  # (C, W, C_model)
     logits = gpt2.head(w, hidden.reshape(n_chunks * width, -1))  # (C·W, V)
-    # 4) each row position reads its node (a padded one: slot 0 of its chunk)
-    index = row_chunk[:, None] * width + torch.where(real, slot[node_of], 0)  # (B, T)
+    # 4) each row position reads its node (a padded position: the row's first slot), rows back in their order
+    index = torch.empty_like(node)
+    index[order] = chunk[:, None] * width + torch.where(real_s, slot[node.clamp(max=len(slot) - 1)], 0)
     return logits[index[:, first:]]
 
 

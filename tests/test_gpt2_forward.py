@@ -136,7 +136,7 @@ def _shared_batch(world, rows=48, seed=0):
     return ids, mask, tp - 1
 
 
-@pytest.mark.parametrize("chunk", [256, 5], ids=["one-chunk", "many-chunks"])
+@pytest.mark.parametrize("chunk", [256, 5, 1], ids=["one-chunk", "many-chunks", "a-chunk-per-row"])
 def test_the_forest_equals_the_row_by_row_pass_values_and_gradients(world, policy, monkeypatch, chunk):
     from rlhf_lab import prefixes
 
