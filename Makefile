@@ -67,6 +67,7 @@ bench: $(STAMP)
 	@for s in ci cpu; do \
 	  OMP_NUM_THREADS=1 RLHF_LAB_SCALE=$$s $(BIN)/python benchmarks/sampler.py | sed "s/^/[$$s] /"; \
 	  OMP_NUM_THREADS=1 RLHF_LAB_SCALE=$$s $(BIN)/python benchmarks/trainers.py | sed "s/^/[$$s] /"; \
+	  OMP_NUM_THREADS=1 RLHF_LAB_SCALE=$$s $(BIN)/python benchmarks/teacher_forcing.py | sed "s/^/[$$s] /"; \
 	done
 
 # Claims must hold for any seed: every chapter at ci for seeds 0-4 and at cpu for seeds 0-1

@@ -9,8 +9,8 @@ medians and their ratio.
     RLHF_LAB_SCALE=ci python benchmarks/sampler.py [--batch 256] [--reps 7] [--threads 1]
 
 Measured on the 2-core CI machine (shared with other jobs), reviews world, batch 256, one torch
-thread: ci scale 1.8–2.3× (≈170k vs ≈76k tokens/s), cpu scale 2.6×. Where the time goes and
-what the sampler does about it is in rlhf_lab/rollout.py's docstring.
+thread, 2026-11-30: ci scale 2.5–2.6× (≈180k vs ≈69k tokens/s), cpu scale 2.9–3.1× (≈110k vs
+≈36k). Where the time goes is in the README ("Performance").
 """
 
 from __future__ import annotations
@@ -36,6 +36,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    from transformers.utils import logging as hf_logging
+
+    # generate's later steps feed finished rows' PAD tokens to the model, which makes transformers warn
+    # about a missing attention mask; the prompts' mask is passed (``**enc``)
+    hf_logging.set_verbosity_error()
 
     scale = get_scale()
     world = ReviewsWorld.from_scale(scale)

@@ -27,29 +27,42 @@ import inspect
 import torch
 
 from rlhf_lab import gpt2
-from rlhf_lab.prefixes import unique_rows
 from rlhf_lab.models import position_ids_from_mask
+from rlhf_lab.prefixes import unique_rows
 from rlhf_lab.validate import check_float, check_int, check_mask, check_tensor
 
 
-class _CachedLM:
-    """Any causal LM from transformers, decoded through its own KV cache.
-
-    A decoder holds one row per slot (a distinct prefix): its cache, which of its keys are real
-    and the position of its next token. ``keep`` rebuilds those rows from the current ones (a
-    slot that ended goes, one that branched into several tokens is copied), ``step`` feeds each
-    slot its next token.
-    """
+class _Slots:
+    """What a decoder keeps per slot (a distinct prefix), besides its KV cache: which of its keys
+    are real and the position of its next token. ``keep`` rebuilds the slots from rows of the
+    current ones (a slot that ended goes, one that branched into several tokens is copied);
+    ``step`` feeds each slot its next token."""
 
     def __init__(self, policy, max_len: int) -> None:
         self.policy = policy
         self.max_len = max_len  # prompt plus completion: the longest a row can grow
         self.past = None
+        self.length = 0  # tokens in the cache
+        self.mask = self.position = None
+
+    def _start(self, mask: torch.Tensor) -> None:
+        # every generated position of a live slot is real: the key mask is the prompt's, then ones
+        self.length = mask.shape[1]
+        self.mask = torch.cat([mask, mask.new_ones(mask.shape[0], self.max_len - self.length)], dim=1)  # (S, L)
+        self.position = mask.sum(dim=1, keepdim=True)  # (S, 1): position of the next token
+
+    def _keep_slots(self, index: torch.Tensor) -> None:
+        self.mask, self.position = self.mask.index_select(0, index), self.position.index_select(0, index)
+
+
+class _CachedLM(_Slots):
+    """Any causal LM from transformers, decoded through its own KV cache."""
+
+    def __init__(self, policy, max_len: int) -> None:
+        super().__init__(policy, max_len)
         # transformers 5.24 calls the cache argument and output ``cache`` (``past_key_values`` is deprecated
         # there); older versions know only ``past_key_values``
         self.cache_arg = "cache" if "cache" in inspect.signature(policy.forward).parameters else "past_key_values"
-        self.length = 0  # tokens in the cache
-        self.mask = self.position = None
 
     def prefill(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Logits after the last prompt token. Shape: ids, mask (S, Tp) → (S, V)."""
@@ -59,19 +72,13 @@ class _CachedLM:
         self.past = getattr(out, self.cache_arg)
         return out.logits[:, -1]
 
-    def _start(self, mask: torch.Tensor) -> None:
-        # every generated position of a live slot is real: the key mask is the prompt's, then ones
-        self.length = mask.shape[1]
-        self.mask = torch.cat([mask, mask.new_ones(mask.shape[0], self.max_len - self.length)], dim=1)  # (S, L)
-        self.position = mask.sum(dim=1, keepdim=True)  # (S, 1): position of the next token
-
     def keep(self, index: torch.Tensor) -> None:
         """Rebuild the slots from rows ``index`` of the current ones (rows may repeat or go).
 
         Shape: index (S',) into the current S slots.
         """
         self.past.reorder_cache(index)
-        self.mask, self.position = self.mask.index_select(0, index), self.position.index_select(0, index)
+        self._keep_slots(index)
 
     def step(self, token: torch.Tensor) -> torch.Tensor:
         """Logits after one more token per slot. Shape: token (S, 1) → (S, V)."""
@@ -82,7 +89,7 @@ class _CachedLM:
         return out.logits[:, -1]
 
 
-class _GPT2Decoder(_CachedLM):
+class _GPT2Decoder(_Slots):
     """GPT-2 decoding with a preallocated KV cache, through ``gpt2.blocks`` (the model's own weights).
 
     The same arithmetic as ``GPT2LMHeadModel.forward`` (a test checks the log-probs against a
@@ -107,7 +114,7 @@ class _GPT2Decoder(_CachedLM):
 
     def keep(self, index: torch.Tensor) -> None:
         self.past = self.past.index_select(2, index)
-        self.mask, self.position = self.mask.index_select(0, index), self.position.index_select(0, index)
+        self._keep_slots(index)
 
     def step(self, token: torch.Tensor) -> torch.Tensor:
         start, self.length = self.length, self.length + 1
