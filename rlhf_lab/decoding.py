@@ -108,7 +108,10 @@ class _GPT2Decoder(_Slots):
         # (layer, key/value, S, head, position, head_dim)
         self.past = w.wte.new_empty((len(w.layers), 2, ids.shape[0], heads, self.max_len, c // heads))
         self._start(mask)
-        self.mask = self.mask.bool()[:, None, None, :]  # (S, 1, 1, L): the keys each slot's query may see
+        # (S, 1, 1, L): 0 on the keys each slot's query may see, −inf elsewhere, added to the attention
+        # scores as SDPA would after converting a boolean mask (converting it at every step costs two ops a layer)
+        keys = self.mask.bool()[:, None, None, :]
+        self.mask = torch.zeros(keys.shape, dtype=w.wte.dtype, device=keys.device).masked_fill_(~keys, float("-inf"))
         hidden = gpt2.blocks(w, ids, position_ids_from_mask(mask), gpt2.padded_causal_mask(mask), self.past)
         return gpt2.head(w, hidden[:, -1])  # (S, V)
 
@@ -200,7 +203,8 @@ def sample_ids(
             break
         rows, token = rows.index_select(0, going), token.index_select(0, going)
         vocab = logprobs.shape[1]
-        pairs, slot = torch.unique(slot.index_select(0, going) * vocab + token, return_inverse=True)  # (old slot, token)
+        # the new slots: one per distinct (old slot, token)
+        pairs, slot = torch.unique(slot.index_select(0, going) * vocab + token, return_inverse=True)
         decoder.keep(pairs // vocab)  # each new slot starts from its parent's cache
         # 5) feed the sampled tokens back; the cache holds everything before them
         logits = decoder.step((pairs % vocab)[:, None])

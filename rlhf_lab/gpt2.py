@@ -1,19 +1,21 @@
 """GPT-2's forward pass written out with the model's own weights, for the workbook's tiny policies.
 
 At the sizes the chapters train (two layers, 64–128 wide, a handful of tokens per row) a call
-of ``GPT2LMHeadModel.forward`` spends more time in its Python machinery than in arithmetic:
-module calls and hooks, a 4-D attention mask built from scratch, output dataclasses, logits
-for every position. ``forward`` below does the same arithmetic — the same embeddings, layer
+of ``GPT2LMHeadModel.forward`` spends a sizeable share of its time in Python machinery: module
+calls and hooks, a 4-D attention mask built from scratch, output dataclasses, logits for every
+position (a GRPO batch's forward and backward run 1.1–1.2× faster without it,
+``benchmarks/teacher_forcing.py``). ``forward`` below does the same arithmetic — the same embeddings, layer
 norms, ``addmm`` projections (GPT-2's ``Conv1D`` is ``x @ W + b``), scaled-dot-product attention
 and GELU, in the same order — with none of that, and projects to the vocabulary only the
 positions asked for. It keeps the autograd graph, so the trainers use it for their teacher-forced
 passes; the sampler (``decoding.py``) uses ``blocks`` with a preallocated KV cache.
 
-``supports(policy)`` says when it applies: a plain ``GPT2LMHeadModel`` (not a subclass or a
-wrapper) whose layers are GPT-2's own (no adapter injected in place), no cross-attention, no dropout
-while training, no gradient checkpointing, no hooks.
-Anything else goes through the model's own forward (``prefixes.lm_logits`` chooses). Tests compare
-both paths' logits and gradients (tests/test_gpt2_forward.py).
+``weights(policy)`` collects the weights, or returns None where this would not compute what the
+model's own forward does: anything but a plain ``GPT2LMHeadModel`` (a subclass or a wrapper), a
+layer replaced in place by one of another type (an adapter), cross-attention, dropout while
+training, gradient checkpointing, a hook. Such a policy goes through its own forward
+(``prefixes.lm_logits`` chooses). Tests compare both paths' logits and gradients
+(tests/test_gpt2_forward.py).
 
 Introduced for the performance work of issue 18 (README, "Performance").
 """
@@ -90,10 +92,11 @@ def blocks(w: Weights, ids: torch.Tensor, positions: torch.Tensor, attn_mask: to
            cache: torch.Tensor | None = None, start: int = 0) -> torch.Tensor:
     """Hidden states after the last block (before the final layer norm).
 
-    ``attn_mask`` is a boolean mask broadcastable to (B, n_head, T, K), True where a query may
-    attend to a key. With ``cache`` (preallocated keys and values of every layer, shape (layers, 2,
-    B, n_head, L, head_dim)) the new keys and values are written at positions ``start : start + T``
-    and the queries attend to the cache up to there; without it, to the T new positions.
+    ``attn_mask`` is broadcastable to (B, n_head, T, K): boolean, True where a query may attend to
+    a key, or additive (0 there, −inf elsewhere). With ``cache`` (preallocated keys and values of
+    every layer, shape (layers, 2, B, n_head, L, head_dim)) the new keys and values are written at
+    positions ``start : start + T`` and the queries attend to the cache up to there; without it,
+    to the T new positions.
 
     Shape: ids, positions (B, T) → (B, T, C).
     """

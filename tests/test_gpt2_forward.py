@@ -84,7 +84,8 @@ def test_completion_logprobs_take_the_fast_path_and_match_the_slow_one(world, po
 
 def test_sampled_logp_equals_the_fast_teacher_forced_logp(world, policy):
     policy.eval()
-    rollout = sample(policy, world, [world.prompts[i % 2] for i in range(64)], generator=torch.Generator().manual_seed(1))
+    prompts = [world.prompts[i % 2] for i in range(64)]
+    rollout = sample(policy, world, prompts, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(completion_logprobs(policy, rollout, world), rollout.logp, rtol=1e-5, atol=1e-5)
 
 
