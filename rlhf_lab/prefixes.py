@@ -70,7 +70,8 @@ def forward(w: gpt2.Weights, ids: torch.Tensor, mask: torch.Tensor, positions: t
     same = torch.cat([torch.zeros_like(real_s[:1]), code_s[1:] == code_s[:-1]])  # (B, T)
     shared = same.long().cumprod(dim=1).sum(dim=1)  # (B,): columns in common with the row above
     new = real_s & (cols >= shared[:, None])  # (B, T)
-    if int(new.sum()) > (1 - MIN_SHARED) * int(real.sum()):
+    n_real = int(real.sum())
+    if n_real == 0 or int(new.sum()) > (1 - MIN_SHARED) * n_real:
         return gpt2.forward(w, ids, mask, positions, first)
     # 2) chunks of consecutive rows with about CHUNK new nodes each; a chunk's first row starts afresh
     count = new.sum(dim=1)

@@ -172,6 +172,9 @@ def test_the_forest_falls_back_when_rows_share_little(world, policy, monkeypatch
     monkeypatch.setattr(gpt2, "forward", lambda *a, **k: calls.append(1) or real_forward(*a, **k))
     prefixes.forward(gpt2.weights(policy.eval()), ids, mask, position_ids_from_mask(mask))
     assert calls == [1]
+    # no real position at all (nothing to share): the row-by-row pass, finite
+    out = prefixes.forward(gpt2.weights(policy), ids, torch.zeros_like(mask), torch.zeros_like(ids))
+    assert calls == [1, 1] and torch.isfinite(out).all()
 
 
 def test_unique_rows_numbers_rows_like_torch_unique(monkeypatch):
