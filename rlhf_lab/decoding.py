@@ -104,7 +104,7 @@ class _GPT2Decoder(_Slots):
 
     def prefill(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         w = self.weights
-        heads, c = w.layers[0][2], w.wte.shape[1]
+        heads, c = w.layers[0].heads, w.wte.shape[1]
         # (layer, key/value, S, head, position, head_dim)
         self.past = w.wte.new_empty((len(w.layers), 2, ids.shape[0], heads, self.max_len, c // heads))
         self._start(mask)
@@ -224,11 +224,16 @@ def _left_pad(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor,
     """Rows left-padded to one width. Shape: B rows → ids, mask (B, T). A list that repeats (the
     same prompt's ids, sampled many times) is padded once."""
     width = max(map(len, rows))
-    distinct: dict[int, int] = {}  # id of a row's list → its index among the distinct lists (all alive here)
-    inverse = [distinct.setdefault(id(r), len(distinct)) for r in rows]
-    padded = list({id(r): r for r in rows}.values())
-    ids = torch.tensor([[pad_id] * (width - len(r)) + list(r) for r in padded], dtype=torch.long)
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in padded], dtype=torch.long)
+    index_of: dict[int, int] = {}  # id of a row's list → its index in ``distinct`` (all lists alive here)
+    distinct: list = []
+    inverse = []
+    for r in rows:
+        if id(r) not in index_of:
+            index_of[id(r)] = len(distinct)
+            distinct.append(r)
+        inverse.append(index_of[id(r)])
+    ids = torch.tensor([[pad_id] * (width - len(r)) + list(r) for r in distinct], dtype=torch.long)
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in distinct], dtype=torch.long)
     if len(distinct) < len(rows):
         index = torch.tensor(inverse)
         ids, mask = ids[index], mask[index]

@@ -29,14 +29,27 @@ import torch
 F = torch.nn.functional
 
 
+class Layer(NamedTuple):
+    """One block's weights: a layer norm is (weight, bias, eps), a projection (weight, bias)."""
+
+    ln_1: tuple[torch.Tensor, torch.Tensor, float]
+    c_attn: tuple[torch.Tensor, torch.Tensor]
+    heads: int
+    scaling: float
+    attn_proj: tuple[torch.Tensor, torch.Tensor]
+    ln_2: tuple[torch.Tensor, torch.Tensor, float]
+    c_fc: tuple[torch.Tensor, torch.Tensor]
+    act: torch.nn.Module
+    mlp_proj: tuple[torch.Tensor, torch.Tensor]
+
+
 class Weights(NamedTuple):
     """What ``blocks`` and ``head`` read, collected once per call (a module attribute costs a
     Python lookup each time; a pass over a tiny model makes about a hundred of them)."""
 
     wte: torch.Tensor
     wpe: torch.Tensor
-    layers: tuple[tuple, ...]  # per block: ln_1 (w, b, eps), c_attn (w, b), heads, scaling, c_proj (w, b),
-    #                            ln_2 (w, b, eps), c_fc (w, b), act, mlp c_proj (w, b)
+    layers: tuple[Layer, ...]
     ln_f: tuple[torch.Tensor, torch.Tensor, float]
     lm_head: torch.Tensor
 
@@ -68,9 +81,9 @@ def weights(policy) -> Weights | None:
             c_attn, a_proj, c_fc, m_proj = attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj
             used += [(block, None), (ln_1, nn.LayerNorm), (attn, None), (c_attn, Conv1D), (a_proj, Conv1D),
                      (ln_2, nn.LayerNorm), (mlp, None), (c_fc, Conv1D), (m_proj, Conv1D), (mlp.act, None)]
-            layers.append(((ln_1.weight, ln_1.bias, ln_1.eps), (c_attn.weight, c_attn.bias), attn.num_heads,
-                           attn.scaling, (a_proj.weight, a_proj.bias), (ln_2.weight, ln_2.bias, ln_2.eps),
-                           (c_fc.weight, c_fc.bias), mlp.act, (m_proj.weight, m_proj.bias)))
+            layers.append(Layer((ln_1.weight, ln_1.bias, ln_1.eps), (c_attn.weight, c_attn.bias), attn.num_heads,
+                                attn.scaling, (a_proj.weight, a_proj.bias), (ln_2.weight, ln_2.bias, ln_2.eps),
+                                (c_fc.weight, c_fc.bias), mlp.act, (m_proj.weight, m_proj.bias)))
     except AttributeError:  # a layer replaced by one of another shape (an adapter, a quantised layer)
         return None
     # a layer of another type computes something else (an adapter injected in place keeps the
