@@ -88,6 +88,20 @@ def test_sampled_evaluator_agrees_with_the_exact_one(tiny):
     assert loop.SampledEvaluator(world, ref, samples=64)(pol) == loop.SampledEvaluator(world, ref, samples=64)(pol)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (run on the device machine)")
+def test_sampled_evaluator_takes_a_reference_on_another_device(tiny):
+    """TRL's trainer moves the policy to the GPU and leaves π_ref where it was (chapter 11 at gpu)."""
+    import copy
+
+    world, ref = tiny
+    on_gpu = copy.deepcopy(ref).cuda()
+    m = loop.SampledEvaluator(world, ref, samples=256)(on_gpu)
+    assert next(ref.parameters()).device.type == "cpu"  # the reference was not moved
+    assert m["kl/estimate"] == pytest.approx(0.0, abs=1e-4)  # the same weights on two devices: KL 0
+    moved = loop.SampledEvaluator(world, ref, samples=256)(_perturbed(ref).cuda())
+    assert moved["kl/estimate"] > 10 * moved["kl/estimate_se"] > 0
+
+
 def test_sampled_evaluator_rejects_bad_sizes(tiny):
     world, ref = tiny
     with pytest.raises(ValueError, match="samples"):

@@ -12,6 +12,7 @@ chapter 08. Every key is documented in book/metrics.md.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 
@@ -19,7 +20,7 @@ import torch
 
 from rlhf_lab.core import entropy_from_logits
 from rlhf_lab.exact import Enumeration
-from rlhf_lab.rollout import completion_logits, completion_logprobs, sample
+from rlhf_lab.rollout import Rollout, completion_logits, completion_logprobs, sample
 from rlhf_lab.scale import get_seed
 from rlhf_lab.validate import (NonFiniteError, check_callable, check_instance, check_int, check_reward_output,
                                check_tensor, check_vocab)
@@ -106,6 +107,8 @@ class SampledEvaluator:
 
     def _evaluate(self, policy: torch.nn.Module) -> dict[str, float]:
         device = next(policy.parameters()).device
+        # π_ref may live elsewhere (TRL's trainer moves the policy to the GPU, not the reference)
+        ref_device = next(self.ref_policy.parameters()).device
         gen = torch.Generator(device=device).manual_seed(self.seed)
         columns: dict[str, list[torch.Tensor]] = {"reward/gold": [], "reward/proxy": [], "kl/estimate": [],
                                                   "entropy/estimate": []}
@@ -113,7 +116,7 @@ class SampledEvaluator:
             prompts = self.prompts[start: start + self.batch_size]
             rollout = sample(policy, self.world, prompts, generator=gen)
             mask = rollout.completion_mask.bool()
-            logp_ref = completion_logprobs(self.ref_policy, rollout, self.world)
+            logp_ref = completion_logprobs(self.ref_policy, _moved(rollout, ref_device), self.world).to(device)
             token_entropy = entropy_from_logits(completion_logits(policy, rollout, self.world))
             columns["kl/estimate"].append(torch.where(mask, rollout.logp - logp_ref, 0.0).sum(1).double().cpu())
             columns["entropy/estimate"].append(torch.where(mask, token_entropy, 0.0).sum(1).double().cpu())
@@ -125,6 +128,14 @@ class SampledEvaluator:
         if getattr(self.world, "verifiable", False):  # a 0/1 verifier: the mean reward is pass@1
             metrics["pass@1"], metrics["pass@1_se"] = metrics["reward/gold"], metrics["reward/gold_se"]
         return metrics
+
+
+def _moved(rollout: Rollout, device: torch.device) -> Rollout:
+    """The rollout with its tensors on ``device`` (itself where they are there already)."""
+    if rollout.prompt_ids.device == device:
+        return rollout
+    tensors = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "logp")
+    return dataclasses.replace(rollout, **{name: getattr(rollout, name).to(device) for name in tensors})
 
 
 def means_with_se(columns: dict[str, list[torch.Tensor]]) -> dict[str, float]:
