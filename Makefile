@@ -16,7 +16,7 @@ export RLHF_LAB_SCALE
 
 STAMP := $(VENV)/.installed
 
-.PHONY: env test book book-instructor lab notebooks clean bench seeds
+.PHONY: env test book book-instructor lab notebooks clean bench bench-gpu seeds
 
 env: $(STAMP)
 
@@ -69,6 +69,10 @@ bench: $(STAMP)
 	  OMP_NUM_THREADS=1 RLHF_LAB_SCALE=$$s $(BIN)/python benchmarks/trainers.py | sed "s/^/[$$s] /"; \
 	  OMP_NUM_THREADS=1 RLHF_LAB_SCALE=$$s $(BIN)/python benchmarks/teacher_forcing.py | sed "s/^/[$$s] /"; \
 	done
+
+# the same on a CUDA GPU, plus the sampler without its CUDA graph and one training step recorded as one
+bench-gpu: $(STAMP)
+	PYTHON=$(BIN)/python bash benchmarks/gpu.sh
 
 # Claims must hold for any seed: every chapter at ci for seeds 0-4 and at cpu for seeds 0-1
 # (not part of `make test`; about 15 + 25 minutes on two cores).

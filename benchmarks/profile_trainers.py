@@ -1,6 +1,6 @@
 """Where our trainers spend their time: cProfile of a GRPO or DPO run, or of the sampler.
 
-    RLHF_LAB_SCALE=ci OMP_NUM_THREADS=1 python benchmarks/profile_trainers.py grpo [--steps 20] [--top 25]
+    RLHF_LAB_SCALE=ci OMP_NUM_THREADS=1 python benchmarks/profile_trainers.py grpo [--steps 20] [--top 25] [--device cuda]
 
 Uses the same set-up as ``benchmarks/trainers.py`` (the pretrained reviews reference, N = 16 × G = 8,
 β = 0, one update per batch; DPO batch 64) and prints the functions with the most cumulative and
@@ -35,9 +35,12 @@ def main() -> None:
     parser.add_argument("what", choices=("grpo", "dpo", "sampler"))
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: the scale's)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     scale = get_scale()
+    if args.device:
+        scale = scale.replace(device=args.device)
     world = ReviewsWorld.from_scale(scale)
     ref, _ = pretrain_reference(world, scale, progress=False)
     ref.eval()
@@ -55,7 +58,7 @@ def main() -> None:
             train_dpo(ref, world, pairs, config, evaluator=no_eval)
     else:
         prompts = [world.prompts[i % len(world.prompts)] for i in range(256)]
-        gen = torch.Generator().manual_seed(0)
+        gen = torch.Generator().manual_seed(0)  # a CPU generator, as the trainers use (noise moves over)
 
         def run():
             for _ in range(args.steps):

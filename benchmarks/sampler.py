@@ -4,9 +4,11 @@ Both sample from the same tiny reference model, at the same batch size and max_n
 restricted to the same completion vocabulary (``suppress_tokens`` for generate) and stopping
 at EOS. After a warm-up the two are timed in alternation, several repetitions each, in one run;
 the script prints tokens/s of each (generated tokens, EOS included, padding excluded), the
-medians and their ratio.
+medians and their ratio. On CUDA ours decodes GPT-2 through a recorded CUDA graph
+(``rlhf_lab/graphs.py``), and a third side, ``ours eager`` (``RLHF_LAB_CUDA_GRAPHS=0``), shows
+what the graph buys.
 
-    RLHF_LAB_SCALE=ci python benchmarks/sampler.py [--batch 256] [--reps 7] [--threads 1]
+    RLHF_LAB_SCALE=ci python benchmarks/sampler.py [--batch 256] [--reps 7] [--threads 1] [--device cuda]
 
 Measured on the 2-core CI machine (shared with other jobs), reviews world, batch 256, one torch
 thread, 2026-11-30: ci scale 2.5–2.6× (≈180k vs ≈69k tokens/s), cpu scale 2.9–3.1× (≈110k vs
@@ -16,6 +18,7 @@ thread, 2026-11-30: ci scale 2.5–2.6× (≈180k vs ≈69k tokens/s), cpu scale
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -23,6 +26,7 @@ import torch
 
 
 def main() -> None:
+    from rlhf_lab import graphs
     from rlhf_lab.models import pretrain_reference
     from rlhf_lab.rollout import sample
     from rlhf_lab.scale import get_scale
@@ -33,6 +37,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--max-new-tokens", type=int, default=None, help="default: the world's")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: leave torch's default)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: the scale's)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -43,6 +48,8 @@ def main() -> None:
     hf_logging.set_verbosity_error()
 
     scale = get_scale()
+    if args.device:
+        scale = scale.replace(device=args.device)
     world = ReviewsWorld.from_scale(scale)
     model, tokenizer = pretrain_reference(world, scale, progress=False)
     device = next(model.parameters()).device
@@ -55,6 +62,13 @@ def main() -> None:
     def ours() -> int:
         rollout = sample(model, world, prompts, max_new_tokens=max_new, generator=gen)
         return int(rollout.completion_mask.sum())
+
+    def ours_eager() -> int:
+        os.environ[graphs.ENV_VAR] = "0"
+        try:
+            return ours()
+        finally:
+            del os.environ[graphs.ENV_VAR]
 
     def hf_generate() -> int:
         with torch.no_grad():
@@ -73,19 +87,26 @@ def main() -> None:
             torch.cuda.synchronize()
         return time.perf_counter() - start, n
 
-    for fn in (ours, hf_generate, ours, hf_generate):  # warm-up
+    sides = {"ours": ours, "generate": hf_generate}
+    if graphs.enabled(device, args.batch):
+        sides["ours eager"] = ours_eager
+    for fn in [*sides.values()] * 2:  # warm-up (on CUDA the first call records the graph)
         fn()
-    rates: dict[str, list[float]] = {"ours": [], "generate": []}
+    rates: dict[str, list[float]] = {name: [] for name in sides}
     for _ in range(args.reps):
-        for name, fn in (("ours", ours), ("generate", hf_generate)):
+        for name, fn in sides.items():
             seconds, n = timed(fn)
             rates[name].append(n / seconds)
     print(f"world={world.name} scale={scale.name} device={device} threads={torch.get_num_threads()} "
           f"batch={args.batch} max_new_tokens={max_new} params={sum(p.numel() for p in model.parameters()):,}")
     for name, values in rates.items():
-        print(f"{name:>9}: median {statistics.median(values):>12,.0f} tokens/s   "
+        print(f"{name:>10}: median {statistics.median(values):>12,.0f} tokens/s   "
               f"(reps: {', '.join(f'{v:,.0f}' for v in values)})")
     print(f"ratio ours/generate: {statistics.median(rates['ours']) / statistics.median(rates['generate']):.2f}x")
+    if "ours eager" in rates:
+        print(f"ratio ours eager/generate: "
+              f"{statistics.median(rates['ours eager']) / statistics.median(rates['generate']):.2f}x; "
+              f"CUDA graph/eager: {statistics.median(rates['ours']) / statistics.median(rates['ours eager']):.2f}x")
 
 
 if __name__ == "__main__":

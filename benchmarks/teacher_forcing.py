@@ -11,7 +11,7 @@ After a warm-up the three run in alternation, ``--reps`` times each, in one proc
 prints the medians, the ratios to transformers' forward, and how many positions and nodes the
 batch has.
 
-    RLHF_LAB_SCALE=cpu OMP_NUM_THREADS=1 python benchmarks/teacher_forcing.py [--reps 30]
+    RLHF_LAB_SCALE=cpu OMP_NUM_THREADS=1 python benchmarks/teacher_forcing.py [--reps 30] [--device cuda]
 """
 
 from __future__ import annotations
@@ -35,10 +35,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: leave torch's default)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: the scale's)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     scale = get_scale()
+    if args.device:
+        scale = scale.replace(device=args.device)
     world = ReviewsWorld.from_scale(scale)
     model, _ = pretrain_reference(world, scale, progress=False)
     rollout = sample(model, world, prompt_groups(world, 16, 8, torch.Generator().manual_seed(0)),
@@ -51,7 +54,8 @@ def main() -> None:
     weights = gpt2.weights(model)
     real = batch.completion_mask.bool()
     grad = torch.randn(len(batch), real.shape[1], model.config.vocab_size, generator=torch.Generator().manual_seed(1))
-    grad = grad * real[..., None]
+    grad = grad.to(ids.device) * real[..., None]
+    sync = torch.cuda.synchronize if ids.device.type == "cuda" else (lambda: None)
 
     sides = {
         "transformers": lambda: model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, first:],
@@ -64,8 +68,10 @@ def main() -> None:
 
     def step(fn) -> float:
         model.zero_grad(set_to_none=True)
+        sync()
         start = time.perf_counter()
         (fn() * grad).sum().backward()
+        sync()
         return time.perf_counter() - start
 
     for fn in sides.values():  # warm-up
@@ -77,7 +83,7 @@ def main() -> None:
     positions_real = int(mask.sum())
     prefix_set = {tuple(row[: p + 1]) for row, m in zip((ids * 2 + mask).tolist(), mask.tolist())
                   for p in range(len(row)) if m[p]}
-    print(f"world={world.name} scale={scale.name} threads={torch.get_num_threads()} rows={len(rollout)} "
+    print(f"world={world.name} scale={scale.name} device={scale.device} threads={torch.get_num_threads()} rows={len(rollout)} "
           f"distinct={len(batch)} real positions={positions_real} distinct prefixes={len(prefix_set)}")
     base = statistics.median(times["transformers"])
     for name, values in times.items():

@@ -17,7 +17,7 @@ and constructor plus ``train()``, like for like with ours, which is the whole ``
 alternation, ``--reps`` times each, in one process; the script prints the medians and the ratio
 TRL time / our time (above 1: ours is faster).
 
-    RLHF_LAB_SCALE=ci OMP_NUM_THREADS=1 python benchmarks/trainers.py [--only dpo|grpo] [--reps 5]
+    RLHF_LAB_SCALE=ci OMP_NUM_THREADS=1 python benchmarks/trainers.py [--only dpo|grpo] [--reps 5] [--device cuda]
 """
 
 from __future__ import annotations
@@ -64,8 +64,8 @@ def bench_dpo(world, ref, tokenizer, steps: int, batch: int):
         args = TRLDPOConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=batch, num_train_epochs=1,
                             learning_rate=lr, beta=beta, loss_type=["sigmoid"], precompute_ref_log_probs=True,
                             precompute_ref_batch_size=batch, max_grad_norm=1.0, lr_scheduler_type="constant",
-                            warmup_steps=0, logging_steps=1, report_to="none", save_strategy="no", use_cpu=True,
-                            disable_tqdm=True, dataloader_num_workers=0, seed=0)
+                            warmup_steps=0, logging_steps=1, report_to="none", save_strategy="no",
+                            use_cpu=ref.device.type == "cpu", disable_tqdm=True, dataloader_num_workers=0, seed=0)
         trainer = DPOTrainer(model=copy.deepcopy(ref), args=args, train_dataset=pairs, processing_class=tokenizer)
         return trainer.train
 
@@ -96,7 +96,8 @@ def bench_grpo(world, ref, tokenizer, steps: int, n: int, g: int):
                              learning_rate=lr, lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=1.0,
                              max_steps=steps, temperature=1.0, top_k=0, top_p=1.0,
                              generation_kwargs={"suppress_tokens": banned}, logging_steps=1, report_to="none",
-                             save_strategy="no", use_cpu=True, disable_tqdm=True, dataloader_num_workers=0, seed=0)
+                             save_strategy="no", use_cpu=ref.device.type == "cpu", disable_tqdm=True,
+                             dataloader_num_workers=0, seed=0)
         trainer = GRPOTrainer(model=copy.deepcopy(ref), reward_funcs=gold, args=args,
                               train_dataset=prompts, processing_class=tokenizer)
         return trainer.train
@@ -108,10 +109,12 @@ def compare(name: str, ours, trl_side, reps: int) -> float:
     """Median seconds of each side over ``reps`` alternating runs (after one warm-up each); TRL/ours."""
     times: dict[str, list[float]] = {"ours": [], "trl": [], "trl+init": []}
     sink = io.StringIO()
+    sync = torch.cuda.synchronize if torch.cuda.is_initialized() else (lambda: None)
     for rep in range(reps + 1):
         for side in ("ours", "trl"):
             with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
+                sync()
                 if side == "ours":
                     start = time.perf_counter()
                     ours()
@@ -120,6 +123,7 @@ def compare(name: str, ours, trl_side, reps: int) -> float:
                     run = trl_side()  # the constructor: tokenising, and DPO's reference precompute
                     start = time.perf_counter()
                     run()
+                sync()
             if rep:  # rep 0 warms up
                 times[side].append(time.perf_counter() - start)
                 if side == "trl":
@@ -144,6 +148,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: leave torch's default)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: the scale's)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -154,10 +159,12 @@ def main() -> None:
     hf_logging.disable_progress_bar()
 
     scale = get_scale()
+    if args.device:
+        scale = scale.replace(device=args.device)
     world = ReviewsWorld.from_scale(scale)
     ref, tokenizer = pretrain_reference(world, scale, progress=False)
     ref.eval()
-    print(f"world={world.name} scale={scale.name} threads={torch.get_num_threads()} steps={args.steps} "
+    print(f"world={world.name} scale={scale.name} device={scale.device} threads={torch.get_num_threads()} steps={args.steps} "
           f"params={sum(p.numel() for p in ref.parameters()):,}")
     if args.only in (None, "dpo"):
         compare("DPO", *bench_dpo(world, ref, tokenizer, args.steps, batch=64), args.reps)

@@ -14,8 +14,9 @@ returns the log-probs as it goes, and it is faster than ``generate`` for the tin
 once per row (many rows share a prompt and their first words); a row that has ended leaves the
 batch; and GPT-2 is decoded with a preallocated cache and none of ``generate``'s per-step
 machinery (logits processors, stopping criteria, cache objects), which costs as much as the
-model itself at this size. Any other causal LM goes through its own KV cache.
-``sample_rows`` runs the loop over prompts given as token-id lists, a chunk of rows at a time.
+model itself at this size. On a GPU the GPT-2 step is replayed as a CUDA graph (``graphs.py``,
+one slot per row). Any other causal LM goes through its own KV cache. ``sample_rows`` runs the
+loop over prompts given as token-id lists, a chunk of rows at a time.
 
 Introduced in chapter 02.
 """
@@ -26,7 +27,7 @@ import inspect
 
 import torch
 
-from rlhf_lab import gpt2
+from rlhf_lab import gpt2, graphs
 from rlhf_lab.models import position_ids_from_mask
 from rlhf_lab.prefixes import unique_rows
 from rlhf_lab.validate import check_float, check_int, check_mask, check_tensor
@@ -54,6 +55,16 @@ class _Slots:
     def _keep_slots(self, index: torch.Tensor) -> None:
         self.mask, self.position = self.mask.index_select(0, index), self.position.index_select(0, index)
 
+    def advance(self, slot: torch.Tensor, rows: torch.Tensor, token: torch.Tensor, vocab: int):
+        """Feed each live row its sampled token: one new slot per distinct (old slot, token), which
+        starts from its parent's cache. Returns the new slots' logits and each row's new slot.
+
+        Shape: slot, rows, token (A,) for the A rows still generating → (S', V), (A,).
+        """
+        pairs, slot = torch.unique(slot * vocab + token, return_inverse=True)
+        self.keep(pairs // vocab)
+        return self.step((pairs % vocab)[:, None]), slot
+
 
 class _CachedLM(_Slots):
     """Any causal LM from transformers, decoded through its own KV cache."""
@@ -64,8 +75,9 @@ class _CachedLM(_Slots):
         # there); older versions know only ``past_key_values``
         self.cache_arg = "cache" if "cache" in inspect.signature(policy.forward).parameters else "past_key_values"
 
-    def prefill(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Logits after the last prompt token. Shape: ids, mask (S, Tp) → (S, V)."""
+    def prefill(self, ids: torch.Tensor, mask: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
+        """Logits after the last prompt token of each distinct prompt (``slot``: each row's; the
+        rows read them by it). Shape: ids, mask (S, Tp) → (S, V)."""
         self._start(mask)
         out = self.policy(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
                           use_cache=True, logits_to_keep=1)
@@ -73,10 +85,7 @@ class _CachedLM(_Slots):
         return out.logits[:, -1]
 
     def keep(self, index: torch.Tensor) -> None:
-        """Rebuild the slots from rows ``index`` of the current ones (rows may repeat or go).
-
-        Shape: index (S',) into the current S slots.
-        """
+        """Rebuild the slots from rows ``index`` (S',) of the current S (rows may repeat or go)."""
         self.past.reorder_cache(index)
         self._keep_slots(index)
 
@@ -102,7 +111,7 @@ class _GPT2Decoder(_Slots):
         super().__init__(policy, max_len)
         self.weights = weights
 
-    def prefill(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def prefill(self, ids: torch.Tensor, mask: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
         w = self.weights
         heads, c = w.layers[0].heads, w.wte.shape[1]
         # (layer, key/value, S, head, position, head_dim)
@@ -160,7 +169,9 @@ def sample_ids(
     batch, prompt_len = prompt_ids.shape
     device = prompt_ids.device
     weights = gpt2.weights(policy)
-    if weights is not None:
+    if weights is not None and graphs.enabled(device, batch):
+        decoder = graphs.decoder(weights, batch, prompt_len + max_new_tokens)
+    elif weights is not None:
         decoder = _GPT2Decoder(policy, prompt_len + max_new_tokens, weights)
     else:
         decoder = _CachedLM(policy, prompt_len + max_new_tokens)
@@ -178,7 +189,7 @@ def sample_ids(
     rows = torch.arange(batch, device=device)  # rows still generating; rows[i] reads slot[i]
     n_slots, slot = unique_rows(prompt_ids * 2 + prompt_mask)  # a prompt (its ids and mask) → its slot
     first = _one_row_per_slot(slot, rows, n_slots)
-    logits = decoder.prefill(prompt_ids[first], prompt_mask[first])  # (S, V)
+    logits = decoder.prefill(prompt_ids[first], prompt_mask[first], slot)  # (S, V)
     steps = 0
     for t in range(max_new_tokens):
         # 3) π(· | x, y_<t) per slot: illegal tokens masked, then tempered
@@ -202,12 +213,9 @@ def sample_ids(
         if steps == max_new_tokens or len(going) == 0:
             break
         rows, token = rows.index_select(0, going), token.index_select(0, going)
-        vocab = logprobs.shape[1]
-        # the new slots: one per distinct (old slot, token)
-        pairs, slot = torch.unique(slot.index_select(0, going) * vocab + token, return_inverse=True)
-        decoder.keep(pairs // vocab)  # each new slot starts from its parent's cache
-        # 5) feed the sampled tokens back; the cache holds everything before them
-        logits = decoder.step((pairs % vocab)[:, None])
+        # 5) feed the sampled tokens back (the cache holds everything before them): one new slot
+        # per distinct (old slot, token), or on a CUDA graph one per row
+        logits, slot = decoder.advance(slot.index_select(0, going), rows, token, logprobs.shape[1])
     # a NaN logit makes the log-softmax of its row NaN and argmax picks a NaN entry, so one check
     # of the sampled log-probs, after the loop, sees every NaN (and costs nothing per token)
     if bool(torch.isnan(logp).any()):

@@ -102,20 +102,22 @@ def supports(policy) -> bool:
 
 
 def blocks(w: Weights, ids: torch.Tensor, positions: torch.Tensor, attn_mask: torch.Tensor,
-           cache: torch.Tensor | None = None, start: int = 0) -> torch.Tensor:
+           cache: torch.Tensor | None = None, start: int | torch.Tensor = 0) -> torch.Tensor:
     """Hidden states after the last block (before the final layer norm).
 
     ``attn_mask`` is broadcastable to (B, n_head, T, K): boolean, True where a query may attend to
     a key, or additive (0 there, −inf elsewhere). With ``cache`` (preallocated keys and values of
     every layer, shape (layers, 2, B, n_head, L, head_dim)) the new keys and values are written at
     positions ``start : start + T`` and the queries attend to the cache up to there; without it,
-    to the T new positions.
+    to the T new positions. ``start`` may be a tensor holding the T positions (on the cache's
+    device, so that a CUDA graph can replay the step with positions that move): then the queries
+    attend to all L cached positions, and ``attn_mask`` (K = L) must hide those not written yet.
 
     Shape: ids, positions (B, T) → (B, T, C).
     """
     b, t = ids.shape
     c = w.wte.shape[1]
-    end = start + t
+    end = None if isinstance(start, torch.Tensor) else start + t
     h = (F.embedding(ids, w.wte) + F.embedding(positions, w.wpe)).view(b * t, c)
     for i, (ln_1, c_attn, heads, scaling, a_proj, ln_2, c_fc, act, m_proj) in enumerate(w.layers):
         x = F.layer_norm(h, (c,), *ln_1)
@@ -123,9 +125,12 @@ def blocks(w: Weights, ids: torch.Tensor, positions: torch.Tensor, attn_mask: to
         q, k, v = qkv.view(b, t, 3, heads, c // heads).permute(2, 0, 3, 1, 4).unbind(0)  # each (B, nh, T, hs)
         if cache is not None:
             k_cache, v_cache = cache[i].unbind(0)
-            k_cache[:, :, start:end] = k
-            v_cache[:, :, start:end] = v
-            k, v = k_cache[:, :, :end], v_cache[:, :, :end]
+            if isinstance(start, torch.Tensor):
+                k, v = k_cache.index_copy_(2, start, k), v_cache.index_copy_(2, start, v)
+            else:
+                k_cache[:, :, start:end] = k
+                v_cache[:, :, start:end] = v
+                k, v = k_cache[:, :, :end], v_cache[:, :, :end]
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=scaling)  # (B, nh, T, hs)
         h = h + torch.addmm(a_proj[1], y.transpose(1, 2).reshape(b * t, c), a_proj[0])
         x = F.layer_norm(h, (c,), *ln_2)

@@ -36,6 +36,12 @@ def test_teacher_forcing_benchmark_prints_three_sides():
     assert nodes and int(nodes.group(2)) < int(nodes.group(1)), out  # rows share prefixes in a GRPO batch
 
 
+def test_train_step_benchmark_prints_its_eager_step():
+    # on a CPU only the eager side runs (the CUDA-graph side and its check need a GPU: benchmarks/gpu.sh)
+    out = _run("train_step.py", "--reps", "2")
+    assert re.search(r"eager: step median +\d+\.\d{3} ms", out), out
+
+
 def test_trainers_benchmark_prints_both_ratios():
     pytest.importorskip("trl")
     out = _run("trainers.py", "--reps", "1", "--steps", "2")
