@@ -17,7 +17,8 @@ loop's own code, drawing the same noise: on the same device, a graphed and an ea
 seed sample the same tokens, with log-probs equal to rounding (tests/test_graphs.py). A step is
 recorded per (weights, rows, length) and kept (``KEEP`` of them); it reads the parameters at
 their addresses, so an optimizer's in-place updates are seen and a moved or reloaded model gets
-a new recording. Set ``RLHF_LAB_CUDA_GRAPHS=0`` to decode eagerly. ``benchmarks/sampler.py``
+a new recording; the kept steps hold their weights, so up to ``KEEP`` models stay in memory
+after their last use. Set ``RLHF_LAB_CUDA_GRAPHS=0`` to decode eagerly. ``benchmarks/sampler.py``
 measures both against ``generate``.
 
 Introduced for issue 18 (README, "Performance").
@@ -34,7 +35,7 @@ from rlhf_lab import gpt2
 from rlhf_lab.models import position_ids_from_mask
 
 ENV_VAR = "RLHF_LAB_CUDA_GRAPHS"
-MAX_ROWS = 4096  # larger batches amortise the launches anyway, and their static cache would be large
+MAX_ROWS = 1024  # larger batches amortise the launches anyway; a 1,024-row cache at gpu sizes is ≈ 0.6 GB
 KEEP = 4  # recorded steps kept (each holds its cache and the graph's memory)
 _ALIGN = 16  # cache lengths are rounded up to a multiple of this, so nearby prompt lengths share a recording
 _STEPS: OrderedDict = OrderedDict()
@@ -97,7 +98,9 @@ def step(w: gpt2.Weights, rows: int, length: int) -> Step:
     tensors = [w.wte, w.wpe, *w.ln_f[:2], w.lm_head]
     for layer in w.layers:
         tensors += [*layer.ln_1[:2], *layer.c_attn, *layer.attn_proj, *layer.ln_2[:2], *layer.c_fc, *layer.mlp_proj]
-    key = (tuple(t.data_ptr() for t in tensors), w.wte.dtype, str(w.wte.device), rows, length)
+    # buffers made under inference_mode could not be updated outside it, so the mode is part of the key
+    key = (tuple(t.data_ptr() for t in tensors), w.wte.dtype, str(w.wte.device), rows, length,
+           torch.is_inference_mode_enabled())
     if key not in _STEPS:
         _STEPS[key] = Step(w, rows, length, record=w.wte.device.type == "cuda")
         while len(_STEPS) > KEEP:

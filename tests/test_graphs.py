@@ -121,6 +121,8 @@ def test_steps_are_kept_per_weights_rows_and_length():
     assert graphs.step(w, 9, 10) is not first
     other = gpt2.weights(_policy(world))  # same values, other tensors: a new step
     assert graphs.step(other, 8, 10) is not first
+    with torch.inference_mode():  # its buffers could not be written outside inference mode: another step
+        assert graphs.step(w, 8, 10) is not first
     for rows in range(20, 20 + graphs.KEEP):
         graphs.step(w, rows, 10)
     assert len(graphs._STEPS) == graphs.KEEP
@@ -148,6 +150,17 @@ def test_recorded_graph_samples_what_the_eager_decoder_samples_on_cuda(rows, mon
     again = sample(policy, world, _prompts(world, rows), generator=torch.Generator().manual_seed(0))
     assert len(graphs._STEPS) == 1
     _assert_same(eager, again)
+
+
+def test_sampling_under_inference_mode_then_without(monkeypatch):
+    world = _world()
+    policy = _policy(world)
+    monkeypatch.setattr(graphs, "enabled", lambda device, rows: True)
+    graphs._STEPS.clear()
+    with torch.inference_mode():
+        first = sample(policy, world, _prompts(world, 8), generator=torch.Generator().manual_seed(0))
+    second = sample(policy, world, _prompts(world, 8), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(first.completion_ids, second.completion_ids)
 
 
 @cuda
