@@ -188,3 +188,24 @@ def test_unique_rows_numbers_rows_like_torch_unique(monkeypatch):
         expected, expected_inverse = torch.unique(rows, dim=0, return_inverse=True)
         assert count == len(expected) < 200
         assert torch.equal(inverse, expected_inverse)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA (run on the device machine)"))])
+def test_lm_logits_takes_the_forest_on_a_cpu_and_rows_on_a_gpu(world, policy, monkeypatch, device):
+    """On a GPU launches dominate and the forest's bookkeeping costs more than it saves."""
+    from rlhf_lab import prefixes
+
+    policy = policy.eval().to(device)
+    ids, mask, first = (x.to(device) if isinstance(x, torch.Tensor) else x for x in _shared_batch(world))
+    positions = position_ids_from_mask(mask)
+    taken = []
+    for name, module in (("forest", prefixes), ("rows", gpt2)):
+        real = module.forward
+        monkeypatch.setattr(module, "forward", lambda *a, real=real, name=name, **k: taken.append(name) or real(*a, **k))
+    with torch.no_grad():
+        out = prefixes.lm_logits(policy, ids, mask, positions, first)
+        expected = policy(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, first:]
+    assert taken[0] == ("forest" if device == "cpu" else "rows")
+    real = mask[:, first:].bool()
+    torch.testing.assert_close(out[real], expected[real], rtol=1e-4, atol=1e-4)
