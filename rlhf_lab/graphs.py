@@ -98,9 +98,10 @@ def step(w: gpt2.Weights, rows: int, length: int) -> Step:
     tensors = [w.wte, w.wpe, *w.ln_f[:2], w.lm_head]
     for layer in w.layers:
         tensors += [*layer.ln_1[:2], *layer.c_attn, *layer.attn_proj, *layer.ln_2[:2], *layer.c_fc, *layer.mlp_proj]
-    # buffers made under inference_mode could not be updated outside it, so the mode is part of the key
+    # buffers made under inference_mode could not be updated outside it, and a step recorded under
+    # autocast would replay its lower precision: both modes are part of the key
     key = (tuple(t.data_ptr() for t in tensors), w.wte.dtype, str(w.wte.device), rows, length,
-           torch.is_inference_mode_enabled())
+           torch.is_inference_mode_enabled(), torch.is_autocast_enabled(w.wte.device.type))
     if key not in _STEPS:
         _STEPS[key] = Step(w, rows, length, record=w.wte.device.type == "cuda")
         while len(_STEPS) > KEEP:

@@ -123,6 +123,8 @@ def test_steps_are_kept_per_weights_rows_and_length():
     assert graphs.step(other, 8, 10) is not first
     with torch.inference_mode():  # its buffers could not be written outside inference mode: another step
         assert graphs.step(w, 8, 10) is not first
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # a recording under autocast is another step
+        assert graphs.step(w, 8, 10) is not first
     for rows in range(20, 20 + graphs.KEEP):
         graphs.step(w, rows, 10)
     assert len(graphs._STEPS) == graphs.KEEP
