@@ -9,7 +9,6 @@ the most own time, in percent of the run.
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import pstats
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import parser, reference  # noqa: E402
 from trainers import no_eval  # noqa: E402
 
 
@@ -26,23 +26,14 @@ def main() -> None:
     from rlhf_lab.algos.dpo import DPOConfig, train_dpo
     from rlhf_lab.algos.grpo import GRPOConfig, train_grpo
     from rlhf_lab.algos.loop import ExactEvaluator
-    from rlhf_lab.models import pretrain_reference
     from rlhf_lab.rollout import sample
-    from rlhf_lab.scale import get_scale
-    from rlhf_lab.worlds.reviews import ReviewsWorld
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("grpo", "dpo", "sampler"))
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--top", type=int, default=25)
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: the scale's)")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    scale = get_scale()
-    if args.device:
-        scale = scale.replace(device=args.device)
-    world = ReviewsWorld.from_scale(scale)
-    ref, _ = pretrain_reference(world, scale, progress=False)
+    cli = parser(__doc__, reps=None)
+    cli.add_argument("what", choices=("grpo", "dpo", "sampler"))
+    cli.add_argument("--steps", type=int, default=20)
+    cli.add_argument("--top", type=int, default=25)
+    args = cli.parse_args()
+    scale, world, ref, _ = reference(args)
     ref.eval()
     if args.what == "grpo":
         config = GRPOConfig(group_size=8, prompts_per_step=16, steps=args.steps, lr=3e-4, updates_per_batch=1,

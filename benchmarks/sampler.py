@@ -17,41 +17,29 @@ thread, 2026-11-30: ci scale 2.5–2.6× (≈180k vs ≈69k tokens/s), cpu scale
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import time
 
 import torch
+from common import parser, reference
 
 
 def main() -> None:
     from rlhf_lab import graphs
-    from rlhf_lab.models import pretrain_reference
     from rlhf_lab.rollout import sample
-    from rlhf_lab.scale import get_scale
-    from rlhf_lab.worlds.reviews import ReviewsWorld
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--reps", type=int, default=7)
-    parser.add_argument("--max-new-tokens", type=int, default=None, help="default: the world's")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: leave torch's default)")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: the scale's)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    cli = parser(__doc__, reps=7)
+    cli.add_argument("--batch", type=int, default=256)
+    cli.add_argument("--max-new-tokens", type=int, default=None, help="default: the world's")
+    args = cli.parse_args()
     from transformers.utils import logging as hf_logging
 
     # generate's later steps feed finished rows' PAD tokens to the model, which makes transformers warn
     # about a missing attention mask; the prompts' mask is passed (``**enc``)
     hf_logging.set_verbosity_error()
 
-    scale = get_scale()
-    if args.device:
-        scale = scale.replace(device=args.device)
-    world = ReviewsWorld.from_scale(scale)
-    model, tokenizer = pretrain_reference(world, scale, progress=False)
+    scale, world, model, tokenizer = reference(args)
     device = next(model.parameters()).device
     max_new = args.max_new_tokens or world.max_new_tokens
     prompts = [world.prompts[i % len(world.prompts)] for i in range(args.batch)]

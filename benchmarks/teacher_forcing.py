@@ -16,36 +16,20 @@ batch has.
 
 from __future__ import annotations
 
-import argparse
-import statistics
 import time
 
 import torch
+from common import grpo_batch, parser, reference, report
 
 
 def main() -> None:
     from rlhf_lab import gpt2, prefixes
-    from rlhf_lab.algos.loop import prompt_groups
     from rlhf_lab.fastpath import distinct
-    from rlhf_lab.models import position_ids_from_mask, pretrain_reference
-    from rlhf_lab.rollout import sample
-    from rlhf_lab.scale import get_scale
-    from rlhf_lab.worlds.reviews import ReviewsWorld
+    from rlhf_lab.models import position_ids_from_mask
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=30)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: leave torch's default)")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: the scale's)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    scale = get_scale()
-    if args.device:
-        scale = scale.replace(device=args.device)
-    world = ReviewsWorld.from_scale(scale)
-    model, _ = pretrain_reference(world, scale, progress=False)
-    rollout = sample(model, world, prompt_groups(world, 16, 8, torch.Generator().manual_seed(0)),
-                     generator=torch.Generator().manual_seed(0))
+    args = parser(__doc__, reps=30).parse_args()
+    scale, world, model, _ = reference(args)
+    rollout = grpo_batch(model, world)
     batch, _ = distinct(rollout)
     mask = batch.attention_mask[:, :-1]
     ids, positions = batch.input_ids[:, :-1], position_ids_from_mask(batch.attention_mask)[:, :-1]
@@ -62,9 +46,9 @@ def main() -> None:
         "row by row": lambda: gpt2.forward(weights, ids, mask, positions, first),
         "shared prefixes": lambda: prefixes.forward(weights, ids, mask, positions, first),
     }
-    reference = sides["transformers"]().detach()
+    expected = sides["transformers"]().detach()
     for name, fn in sides.items():  # the same logits on every real position
-        torch.testing.assert_close(fn().detach()[real], reference[real], rtol=1e-4, atol=1e-4, msg=name)
+        torch.testing.assert_close(fn().detach()[real], expected[real], rtol=1e-4, atol=1e-4, msg=name)
 
     def step(fn) -> float:
         model.zero_grad(set_to_none=True)
@@ -85,10 +69,7 @@ def main() -> None:
                   for p in range(len(row)) if m[p]}
     print(f"world={world.name} scale={scale.name} device={scale.device} threads={torch.get_num_threads()} rows={len(rollout)} "
           f"distinct={len(batch)} real positions={positions_real} distinct prefixes={len(prefix_set)}")
-    base = statistics.median(times["transformers"])
-    for name, values in times.items():
-        median = statistics.median(values)
-        print(f"  {name:>15}: forward+backward median {1e3 * median:7.2f} ms   ({base / median:.2f}x transformers)")
+    report(times, "transformers", "forward+backward")
 
 
 if __name__ == "__main__":

@@ -15,37 +15,21 @@ batches change shape from step to step); this measures what a fixed-shape step w
 
 from __future__ import annotations
 
-import argparse
 import copy
-import statistics
 import time
 
 import torch
+from common import grpo_batch, parser, reference, report
 
 
 def main() -> None:
     from rlhf_lab import gpt2
-    from rlhf_lab.algos.loop import prompt_groups
-    from rlhf_lab.models import position_ids_from_mask, pretrain_reference
-    from rlhf_lab.rollout import sample
-    from rlhf_lab.scale import get_scale
-    from rlhf_lab.worlds.reviews import ReviewsWorld
+    from rlhf_lab.models import position_ids_from_mask
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=50)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: leave torch's default)")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: the scale's)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    scale = get_scale()
-    if args.device:
-        scale = scale.replace(device=args.device)
-    world = ReviewsWorld.from_scale(scale)
-    ref, _ = pretrain_reference(world, scale, progress=False)
+    args = parser(__doc__, reps=50).parse_args()
+    scale, world, ref, _ = reference(args)
     device = ref.device
-    rollout = sample(ref, world, prompt_groups(world, 16, 8, torch.Generator().manual_seed(0)),
-                     generator=torch.Generator().manual_seed(0))
+    rollout = grpo_batch(ref, world)
     ids = torch.cat([rollout.prompt_ids, rollout.completion_ids], dim=1)
     mask = torch.cat([rollout.prompt_mask, rollout.completion_mask], dim=1)
     positions = position_ids_from_mask(mask)
@@ -121,10 +105,7 @@ def main() -> None:
         moved = max(float((a - b).abs().max()) for a, b in zip(eager_policy.parameters(), ref.parameters()))
         assert drift < 1e-3 * moved, f"the graph's weights drifted from eager's: {drift:.2e} (moved {moved:.2e})"
         print(f"after {args.reps} steps each: weights moved {moved:.2e}, graph vs eager differ by {drift:.2e}")
-    base = statistics.median(times["eager"])
-    for name, values in times.items():
-        median = statistics.median(values)
-        print(f"  {name:>10}: step median {1e3 * median:7.3f} ms   ({base / median:.2f}x eager)")
+    report(times, "eager", "step", digits=3)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ TRL time / our time (above 1: ours is faster).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import io
@@ -35,6 +34,7 @@ import warnings
 
 import datasets
 import torch
+from common import parser, reference
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -139,30 +139,16 @@ def compare(name: str, ours, trl_side, reps: int) -> float:
 
 
 def main() -> None:
-    from rlhf_lab.models import pretrain_reference
-    from rlhf_lab.scale import get_scale
-    from rlhf_lab.worlds.reviews import ReviewsWorld
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=("dpo", "grpo"), default=None)
-    parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: leave torch's default)")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: the scale's)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    cli = parser(__doc__, reps=5)
+    cli.add_argument("--only", choices=("dpo", "grpo"), default=None)
+    cli.add_argument("--steps", type=int, default=10)
+    args = cli.parse_args()
     logging.disable(logging.WARNING)
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-
-    scale = get_scale()
-    if args.device:
-        scale = scale.replace(device=args.device)
-    world = ReviewsWorld.from_scale(scale)
-    ref, tokenizer = pretrain_reference(world, scale, progress=False)
+    scale, world, ref, tokenizer = reference(args)
     ref.eval()
     print(f"world={world.name} scale={scale.name} device={scale.device} threads={torch.get_num_threads()} steps={args.steps} "
           f"params={sum(p.numel() for p in ref.parameters()):,}")
