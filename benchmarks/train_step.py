@@ -84,9 +84,9 @@ def main() -> None:
         # both sides start from the reference's weights and a fresh optimizer state
         with torch.no_grad():
             graph_policy.load_state_dict(snapshot)
-            for state in graph_opt.state.values():
-                for key, value in state.items():
-                    value.zero_() if key != "step" else value.fill_(0)
+            for state in graph_opt.state.values():  # step count and both moments back to 0, in place
+                for value in state.values():
+                    value.zero_()
         sides["CUDA graph"] = graph.replay
 
     times: dict[str, list[float]] = {name: [] for name in sides}

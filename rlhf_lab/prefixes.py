@@ -110,8 +110,8 @@ def lm_logits(policy, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Te
     (``gpt2.forward``) on a GPU, else through the model's own forward. Shape: → (B, T − first, V).
 
     On a GPU the tiny models are launch-bound: the forest's bookkeeping (some thirty small ops)
-    costs more than the positions it saves (one GRPO batch forward and backward on an H200: 6.1 ms
-    over the forest, 3.8 ms row by row; ``benchmarks/teacher_forcing.py --device cuda``)."""
+    costs more than the positions it saves (one GRPO batch forward and backward at ci size on an
+    H200: 4.4 ms over the forest, 2.8 ms row by row; ``benchmarks/teacher_forcing.py --device cuda``)."""
     w = gpt2.weights(policy)
     if w is not None and ids.device.type == "cpu":
         return forward(w, ids, mask, positions, first)
