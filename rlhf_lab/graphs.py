@@ -43,8 +43,16 @@ _STEPS: OrderedDict = OrderedDict()
 
 def enabled(device: torch.device, rows: int) -> bool:
     """Whether ``decoding.sample_ids`` decodes GPT-2 through a recorded step: on CUDA, up to
-    ``MAX_ROWS`` rows, unless ``RLHF_LAB_CUDA_GRAPHS=0``."""
-    return device.type == "cuda" and rows <= MAX_ROWS and os.environ.get(ENV_VAR, "1").strip() != "0"
+    ``MAX_ROWS`` rows, unless ``RLHF_LAB_CUDA_GRAPHS=0``.
+
+    Raises:
+        ValueError: ``RLHF_LAB_CUDA_GRAPHS`` is set to something other than 0 or 1.
+    """
+    raw = os.environ.get(ENV_VAR, "").strip()
+    if raw not in ("", "0", "1"):
+        raise ValueError(f"{ENV_VAR}={raw!r} is not allowed: 0 decodes eagerly, 1 (the default) replays "
+                         "CUDA graphs on a GPU")
+    return device.type == "cuda" and rows <= MAX_ROWS and raw != "0"
 
 
 class Step:

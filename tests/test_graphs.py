@@ -137,6 +137,11 @@ def test_enabled_only_on_cuda_up_to_max_rows_and_unless_switched_off(monkeypatch
     assert not graphs.enabled(torch.device("cuda"), graphs.MAX_ROWS + 1)
     monkeypatch.setenv(graphs.ENV_VAR, "0")
     assert not graphs.enabled(torch.device("cuda"), 8)
+    monkeypatch.setenv(graphs.ENV_VAR, "1")
+    assert graphs.enabled(torch.device("cuda"), 8)
+    monkeypatch.setenv(graphs.ENV_VAR, "off")  # a typo or another spelling is refused, on any device
+    with pytest.raises(ValueError, match="RLHF_LAB_CUDA_GRAPHS='off'.*0 decodes eagerly"):
+        graphs.enabled(torch.device("cpu"), 8)
 
 
 @cuda
