@@ -76,15 +76,23 @@ class Step:
         self.at = torch.zeros((1,), dtype=torch.long, device=w.wte.device)
         self.graph = self.logits = None
         if record:
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):  # warm-up off the main stream, as CUDA graphs require
-                for _ in range(2):
-                    self._compute()
-            torch.cuda.current_stream().wait_stream(stream)
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self.logits = self._compute()
+            try:
+                with torch.cuda.device(w.wte.device):  # the model's GPU, whichever is current
+                    self._record()
+            except RuntimeError as err:
+                raise RuntimeError(f"recording the sampler's decoding step as a CUDA graph failed ({err}); set "
+                                   f"{ENV_VAR}=0 to decode eagerly") from err
+
+    def _record(self) -> None:
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):  # warm-up off the main stream, as CUDA graphs require
+            for _ in range(2):
+                self._compute()
+        torch.cuda.current_stream().wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.logits = self._compute()
 
     def _compute(self) -> torch.Tensor:
         self.key_bias.index_fill_(3, self.at, 0.0)  # the new token's key becomes visible

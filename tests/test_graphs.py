@@ -7,6 +7,8 @@ full-length masked attention), so the decoding logic is checked everywhere; the 
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
@@ -128,6 +130,19 @@ def test_steps_are_kept_per_weights_rows_and_length():
     for rows in range(20, 20 + graphs.KEEP):
         graphs.step(w, rows, 10)
     assert len(graphs._STEPS) == graphs.KEEP
+
+
+def test_a_failed_recording_names_the_switch(monkeypatch):
+    world = _world()
+    w = gpt2.weights(_policy(world))
+
+    def broken(self):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(graphs.Step, "_record", broken)
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())  # no GPU here
+    with pytest.raises(RuntimeError, match="RLHF_LAB_CUDA_GRAPHS=0 to decode eagerly"):
+        graphs.Step(w, 4, 16, record=True)
 
 
 def test_enabled_only_on_cuda_up_to_max_rows_and_unless_switched_off(monkeypatch):
