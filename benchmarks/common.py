@@ -4,6 +4,7 @@ the pretrained reviews-world reference it measures, at the scale ``RLHF_LAB_SCAL
 from __future__ import annotations
 
 import argparse
+import statistics
 
 import torch
 
@@ -46,8 +47,6 @@ def grpo_batch(model, world):
 
 def report(times: dict[str, list[float]], base: str, what: str, digits: int = 2) -> None:
     """Each side's median in ms and how many times faster than ``base`` it is."""
-    import statistics
-
     reference_median = statistics.median(times[base])
     width = max(map(len, times))
     for name, values in times.items():

@@ -113,8 +113,6 @@ def lm_logits(policy, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Te
     costs more than the positions it saves (one GRPO batch forward and backward at ci size on an
     H200: 4.4 ms over the forest, 2.8 ms row by row; ``benchmarks/teacher_forcing.py --device cuda``)."""
     w = gpt2.weights(policy)
-    if w is not None and ids.device.type == "cpu":
-        return forward(w, ids, mask, positions, first)
-    if w is not None:
-        return gpt2.forward(w, ids, mask, positions, first)
-    return policy(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False).logits[:, first:]
+    if w is None:
+        return policy(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False).logits[:, first:]
+    return (forward if ids.device.type == "cpu" else gpt2.forward)(w, ids, mask, positions, first)
