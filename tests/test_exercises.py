@@ -162,8 +162,22 @@ def _gae_loop(rewards, values, mask, gamma, lam, use_mask=True, factor=None, zer
     return adv
 
 
+def _gae_bootstrap_padding(rewards, values, mask, gamma, lam):
+    """Rewards masked, but the last valid token bootstraps from the padded value after it."""
+    valid = mask.bool()
+    rewards = torch.where(valid, rewards, 0.0)
+    adv = torch.zeros_like(rewards)
+    next_value = next_adv = torch.zeros(rewards.shape[0])
+    for t in reversed(range(rewards.shape[1])):
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        next_adv = torch.where(valid[:, t], delta + gamma * lam * next_adv, 0.0)
+        adv[:, t] = next_adv
+        next_value = values[:, t]
+    return adv
+
+
 def _ppo(logp, logp_old, adv, mask, clip_eps, combine=torch.min, clip=True, reduce="tokens",
-         multiply=False, eps=None, invert=False):
+         multiply=False, eps=None, invert=False, ratio_of_logs=False, clip_product=False):
     valid = mask.bool()
     if multiply:
         logp, logp_old, adv = logp * valid, logp_old * valid, adv * valid
@@ -171,8 +185,12 @@ def _ppo(logp, logp_old, adv, mask, clip_eps, combine=torch.min, clip=True, redu
         logp = torch.where(valid, logp, 0.0)
         logp_old, adv = torch.where(valid, logp_old, 0.0), torch.where(valid, adv, 0.0)
     ratio = torch.exp(logp_old - logp) if invert else torch.exp(logp - logp_old)
+    if ratio_of_logs:
+        ratio = logp / logp_old
     eps = clip_eps if eps is None else eps
     clipped = torch.clamp(ratio, 1 - eps, 1 + eps) * adv if clip else ratio * adv
+    if clip_product:
+        clipped = torch.clamp(ratio * adv, 1 - eps, 1 + eps)
     per_token = -combine(ratio * adv, clipped)
     if reduce == "entries":
         return (per_token * valid).mean()
@@ -197,10 +215,12 @@ def _grpo(rewards, correction=1, eps=1e-4, dim=1, convert=True):
     return (r - r.mean(dim, keepdim=True)) / (r.std(dim, keepdim=True, correction=correction) + eps)
 
 
-def _bon(probs, rewards, n, order="reward", minus=True):
+def _bon(probs, rewards, n, order="reward", minus=True, scatter=True):
     idx = torch.arange(len(probs)) if order == "index" else torch.argsort(
         rewards, descending=order == "descending")
     cdf = torch.cumsum(probs[idx], 0)
+    if not scatter:
+        return cdf**n - (cdf - probs[idx]) ** n
     out = torch.empty_like(probs)
     out[idx] = cdf**n - (cdf - probs[idx]) ** n if minus else cdf**n
     return out
@@ -227,6 +247,7 @@ WRONG = {
         (_rf_sum, ["sum"]),
         (_rf_per_sample, ["shape", "expected shape ()"]),
         (_rf_detached, ["gradient"]),
+        (lambda lp, r, b: -((r - r.mean()) * lp).mean(), ["batch's mean reward", "baseline argument"]),
     ],
     "gae": [
         (lambda r, v, m, g, l: _gae_loop(r, v, m, g, 1.0), ["λ seems to be ignored"]),
@@ -237,10 +258,15 @@ WRONG = {
         (lambda r, v, m, g, l: _gae_loop(r, v, m, g, l, multiply=True),
          ["garbage (nan, 1e6)", "nan/inf", "torch.where"]),
         (lambda r, v, m, g, l: (_gae_loop(r, v, m, g, l), _gae_loop(r, v, m, g, l) + v),
-         ["tuple"]),
+         ["tuple", "the advantages as one tensor"]),
+        (_gae_bootstrap_padding, ["the next value there is 0"]),
+        (lambda r, v, m, g, l: _gae_loop(r, v, m, g, l) + torch.where(m, v, 0.0), ["the return Â_t + V_t"]),
+        (lambda r, v, m, g, l: -_gae_loop(r, v, m, g, l), ["sign", "better than the critic expected"]),
     ],
     "ppo_policy_loss": [
-        (lambda *a: _ppo(*a, combine=torch.max), ["max of the two terms"]),
+        (lambda *a: _ppo(*a, combine=torch.max), ["−max(ρA, clip(ρ)A)", "before the minus sign"]),
+        (lambda *a: _ppo(*a, ratio_of_logs=True), ["not logp / logp_old"]),
+        (lambda *a: _ppo(*a, clip_product=True), ["clip the ratio, then multiply"]),
         (lambda *a: _ppo(*a, clip=False), ["clip is missing"]),
         (lambda *a: _ppo(*a, reduce="entries"), ["valid tokens only"]),
         (lambda *a: _ppo(*a, reduce="sequences"), ["GRPO's aggregation"]),
@@ -256,6 +282,7 @@ WRONG = {
         (lambda *a: _dpo(*a, swap=True), ["swapped"]),
         (lambda *a: _dpo(*a, naive=True), ["large margins", "logsigmoid"]),
         (lambda *a: 5 * _dpo(*a), ["sum"]),
+        (lambda c, r, rc, rr, b: -F.logsigmoid(b * ((rc - c) - (rr - r))).mean(), ["log-ratios are inverted"]),
     ],
     "group_advantages": [
         (lambda r: _grpo(r, correction=0), ["population std", "Bessel"]),
@@ -263,6 +290,11 @@ WRONG = {
         (lambda r: _grpo(r, convert=False), ["raised", "integer rewards", "float()"]),
         (lambda r: _grpo(r, dim=None), ["whole batch"]),
         (lambda r: _grpo(r, dim=0), ["dim=1"]),
+        (lambda r: _grpo(r, eps=1e-8), ["much smaller", "std + 1e-4"]),
+        (lambda r: _grpo(r, eps=0.0).nan_to_num(0.0), ["nan_to_num"]),
+        (lambda r: (r.float() - r.float().mean(1, keepdim=True)) / (r.float().std() + 1e-4),
+         ["std of the whole batch"]),
+        (lambda r: -_grpo(r), ["sign", "beats its group's mean"]),
     ],
     "kl_k3": [
         (lambda lp, lr: lp - lr, ["k1"]),
@@ -272,12 +304,16 @@ WRONG = {
         (lambda lp, lr: torch.exp(lr - lp) - 1 + (lr - lp), ["subtract log ρ"]),
         (lambda lp, lr: torch.exp((lr - lp).detach()) - 1 - (lr - lp),
          ["gradient with respect to logp (the value itself is right)", "detached"]),
+        (lambda lp, lr: -(torch.exp(lr - lp) - 1 - (lr - lp)), ["sign", "never negative"]),
     ],
     "exact_best_of_n": [
         (lambda p, r, n: _bon(p, r, n, order="index"), ["shuffled order", "sort by reward"]),
         (lambda p, r, n: _bon(p, r, n, order="descending"), ["wrong way"]),
         (lambda p, r, n: _bon(p, r, n, minus=False), ["F⁻(y)^n"]),
         (lambda p, r, n: p**n / (p**n).sum(), ["renormalised"]),
+        (lambda p, r, n: _bon(p, r, n, scatter=False), ["in reward order"]),
+        (lambda p, r, n: -_bon(p, r, n), ["sign", "probability distribution"]),
+        (lambda p, r, n: list(_bon(p, r, n)), ["the distribution π_n as one tensor"]),
     ],
 }
 
@@ -789,17 +825,18 @@ def test_practice_set_renders_its_questions():
 
 
 def test_practice_questions_cite_equations_their_chapter_defines():
+    """A question shows an equation by the book's number; that equation is its chapter's own."""
     import re
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parent.parent
+    chapter_of = {n: chapter for chapter, n in book.equation_numbers().values()}
+    cited = 0
     for chapter in ex.CHAPTERS:
-        (path,) = root.glob(f"chapters/{chapter}_*.md")
-        source = path.read_text()
         for q in ex.practice(chapter).questions:
             words = " ".join([q.text, q.worked, q.hint, *(h for _, h in q.traps)])
-            for label in re.findall(r"eq-[a-z0-9]+(?:-[a-z0-9]+)*", words):
-                assert f"$$ ({label})" in source, (chapter, q.id, label)
+            for n in re.findall(r"\beq\. \(?(\d+)", words):
+                assert chapter_of[int(n)] == chapter, (chapter, q.id, n)
+                cited += 1
+    assert cited >= 20  # the scan finds the citations
 
 
 def test_an_untouched_stub_is_pending_not_red_and_any_other_error_is_a_failure():

@@ -189,8 +189,9 @@ def _compare(spec: Problem, case: Case, got: object, expected: Tensor) -> _Failu
     if isinstance(got, (tuple, list)):
         return _Failure(
             "return type", (f"expected a tensor, got a {type(got).__name__} of {len(got)} items",),
-            "return the tensor only. rlhf_lab's losses return (loss, stats); this exercise "
-            "returns the loss (or the advantages) alone.")
+            f"return {spec.returns} as one tensor"
+            + (". rlhf_lab's losses return (loss, stats); this exercise returns the loss alone."
+               if spec.returns == "the loss" else ", not a list or a tuple."))
     if not isinstance(got, Tensor):
         return _Failure("return type", (f"expected a torch.Tensor, got {type(got).__name__}",),
                         "return a torch tensor (not a Python number from .item(), not numpy).")
@@ -226,9 +227,7 @@ def _diagnose(spec: Problem, case: Case, g: Tensor, e: Tensor, close: Tensor) ->
         return ("padding: the valid positions are right, the padded ones are not",
                 "padded positions must be 0.")
     if e.abs().max() > ATOL and torch.allclose(g, -e, rtol=RTOL, atol=ATOL):
-        return ("sign: your result is the negative of the expected one",
-                "the sign is flipped: a loss is minimised, so it is the negative of the "
-                "objective (or of the log-likelihood).")
+        return "sign: your result is the negative of the expected one", spec.sign_hint
     for mistake in spec.mistakes:
         try:
             wrong = mistake.fn(*_fresh(spec, case, False)).double()

@@ -1,33 +1,17 @@
-"""What each coding problem's answer is, said twice, and the mistakes students make.
+"""What each coding problem's answer is, said twice.
 
 For every problem there is the package's own function wrapped to the exercise's signature (many
 return ``(loss, stats)`` or take extra arguments) and the formula written out directly, in
 float64. :func:`rlhf_lab.exercises.check` computes both on every case and refuses to grade when
 they disagree, so a change inside ``rlhf_lab`` cannot silently change what counts as right.
 
-The mistakes are wrong implementations a student plausibly writes; when a student's output
-equals one of them, the check shows that mistake's hint.
+The formulas take options that turn them into the wrong answers students write (``mistakes.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
-from torch import Tensor
-
-from rlhf_lab.exercises import sft_problem
-
-
-@dataclass(frozen=True)
-class Mistake:
-    """A wrong implementation (same signature as the problem) and the hint for whoever wrote it."""
-
-    fn: Callable[..., Tensor]
-    hint: str
-
 
 # -- the package's functions, wrapped to the exercise signatures (imported on use) -------------
 def bt_package(r_chosen, r_rejected):
@@ -97,14 +81,16 @@ def reinforce_formula(seq_logp, rewards, baseline, weight="r-b"):
 
 
 def gae_formula(rewards, values, mask, gamma, lam, use_mask=True, gamma_in_delta=True,
-                factor=None):
+                factor=None, bootstrap_padding=False):
     """Â_t = Σ_l (γλ)^l δ_{t+l} over each row's valid prefix, δ_t = r_t + γV_{t+1} − V_t."""
     factor = gamma * lam if factor is None else factor
     out = torch.zeros(rewards.shape, dtype=torch.float64)
     for b in range(rewards.shape[0]):
         n = int(mask[b].sum()) if use_mask else rewards.shape[1]
         r, v = rewards[b, :n].double(), values[b, :n].double()
-        v_next = torch.cat([v[1:], v.new_zeros(1)])  # the value after the last token is 0
+        # the value after the last token is 0 (a mistake reads the padded position's value there)
+        after = values[b, n:n + 1].double() if bootstrap_padding else v.new_zeros(0)
+        v_next = torch.cat([v[1:], after if len(after) else v.new_zeros(1)])
         delta = r + (gamma if gamma_in_delta else 1.0) * v_next - v
         for t in range(n):
             weights = factor ** torch.arange(n - t, dtype=torch.float64)
@@ -113,13 +99,17 @@ def gae_formula(rewards, values, mask, gamma, lam, use_mask=True, gamma_in_delta
 
 
 def ppo_formula(logp, logp_old, adv, mask, clip_eps, combine="min", clip=True, invert=False,
-                reduce="tokens"):
+                reduce="tokens", ratio_of_logs=False, clip_product=False):
     valid = mask.bool()
     lp = torch.where(valid, logp.double(), 0.0)
     lo = torch.where(valid, logp_old.double(), 0.0)
     a = torch.where(valid, adv.double(), 0.0)
     ratio = torch.exp(lo - lp) if invert else torch.exp(lp - lo)
+    if ratio_of_logs:
+        ratio = torch.where(valid, logp.double() / logp_old.double(), 0.0)
     clipped = ratio.clamp(1 - clip_eps, 1 + clip_eps) * a
+    if clip_product:
+        clipped = (ratio * a).clamp(1 - clip_eps, 1 + clip_eps)
     if combine == "min":
         per_token = -torch.minimum(ratio * a, clipped) if clip else -ratio * a
     elif combine == "max":
@@ -145,12 +135,13 @@ def dpo_formula(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, 
     return -(beta * F.logsigmoid(delta)).mean()
 
 
-def group_formula(rewards, correction=1, eps=1e-4, dim=1, eps_in_var=False):
+def group_formula(rewards, correction=1, eps=1e-4, dim=1, eps_in_var=False, batch_std=False):
     r = rewards.double()
     centred = r - r.mean(dim=dim, keepdim=True)
     if eps_in_var:
         return centred / torch.sqrt(r.var(dim=dim, keepdim=True, correction=correction) + eps)
-    return centred / (r.std(dim=dim, keepdim=True, correction=correction) + eps)
+    std = r.std(dim=None if batch_std else dim, keepdim=True, correction=correction)
+    return centred / (std + eps)
 
 
 def k3_formula(logp, logp_ref, kind="k3", reverse=False):
@@ -166,7 +157,7 @@ def k3_formula(logp, logp_ref, kind="k3", reverse=False):
     return log_rho.exp() - 1 - log_rho
 
 
-def bon_formula(probs, rewards, n, order="reward", minus_below=True):
+def bon_formula(probs, rewards, n, order="reward", minus_below=True, scatter=True):
     p = probs.double()
     if order == "index":
         idx = torch.arange(len(p))
@@ -174,120 +165,22 @@ def bon_formula(probs, rewards, n, order="reward", minus_below=True):
         idx = torch.argsort(rewards.double(), descending=order == "descending")
     cdf = torch.cumsum(p[idx], 0)  # F(y): one draw is no better than y
     below = cdf - p[idx]  # F⁻(y): one draw is strictly worse
+    if not scatter:  # left in reward order
+        return cdf**n - below**n
     out = torch.empty_like(p)
     out[idx] = cdf**n - below**n if minus_below else cdf**n
+    return out
+
+
+def bon_density(probs, rewards, n):
+    """n·p·F^(n−1): the density of the best of n for a continuous reward, not for discrete outputs."""
+    p = probs.double()
+    idx = torch.argsort(rewards.double())
+    out = torch.empty_like(p)
+    out[idx] = n * p[idx] * torch.cumsum(p[idx], 0) ** (n - 1)
     return out
 
 
 def bon_power(probs, rewards, n):
     p = probs.double() ** n
     return p / p.sum()
-
-
-MISTAKES: dict[str, tuple[Mistake, ...]] = {
-    "bradley_terry_loss": (
-        Mistake(lambda c, r: bt_formula(c, r, swap=True),
-                "chosen and rejected are swapped: the loss is −log σ(r_chosen − r_rejected), "
-                "small when the chosen reward is the larger one."),
-    ),
-    "reinforce_loss": (
-        Mistake(lambda lp, r, b: reinforce_formula(lp, r, b, "r"),
-                "the baseline is not subtracted: weight each log π(y) by (R − b)."),
-        Mistake(lambda lp, r, b: reinforce_formula(lp, r, b, "r+b"),
-                "you added the baseline: weight each log π(y) by R − b, not R + b."),
-        Mistake(lambda lp, r, b: reinforce_formula(lp, r, b, "logp-b"),
-                "the baseline is subtracted from the reward, not from log π: −mean((R − b)·log π)."),
-    ),
-    "gae": (
-        Mistake(lambda r, v, m, g, l: gae_formula(r, v, m, g, 1.0),
-                "λ seems to be ignored: your advantages equal GAE with λ = 1 (the Monte Carlo "
-                "advantage). Each step back multiplies by γλ: Â_t = δ_t + γλ·Â_{t+1}."),
-        Mistake(lambda r, v, m, g, l: gae_formula(r, v, m, 1.0, l),
-                "γ seems to be ignored: δ_t = r_t + γ·V_{t+1} − V_t and Â_t = δ_t + γλ·Â_{t+1}."),
-        Mistake(lambda r, v, m, g, l: gae_formula(r, v, m, g, l, factor=l),
-                "the recursion factor is γλ, not λ alone: Â_t = δ_t + γλ·Â_{t+1}."),
-        Mistake(lambda r, v, m, g, l: gae_formula(r, v, m, g, l, gamma_in_delta=False),
-                "δ_t must discount the next value: δ_t = r_t + γ·V_{t+1} − V_t."),
-        Mistake(lambda r, v, m, g, l: gae_formula(r, v, m, g, l, use_mask=False),
-                "the mask is ignored: padded rewards and values leak into the valid tokens. The "
-                "episode ends at the last valid token, where the next value is 0."),
-    ),
-    "ppo_policy_loss": (
-        Mistake(lambda *a: ppo_formula(*a, combine="max"),
-                "you took the max of the two terms; PPO takes the min of ρA and clip(ρ)A "
-                "(before the minus sign), a pessimistic bound: clipping only ever removes an "
-                "incentive, it never adds one."),
-        Mistake(lambda *a: ppo_formula(*a, clip=False),
-                "the clip is missing: clip ρ to [1 − ε, 1 + ε] and take min(ρA, clip(ρ)A)."),
-        Mistake(lambda *a: ppo_formula(*a, combine="clipped"),
-                "you used the clipped term alone; take the min of ρA and clip(ρ)A — where the "
-                "unclipped term is the smaller one it must be kept (a step too far the wrong "
-                "way is pulled back)."),
-        Mistake(lambda *a: ppo_formula(*a, invert=True),
-                "the ratio is inverted: ρ = π_θ/π_old = exp(logp − logp_old)."),
-        Mistake(lambda lp, lo, a, m, e: ppo_formula(lp, lo, a, m, 0.2),
-                "ε seems hard-coded to 0.2: use the clip_eps argument."),
-        Mistake(lambda *a: ppo_formula(*a, reduce="entries"),
-                "you divided by all B·T entries, padding included: the mean is over the valid "
-                "tokens only (divide by mask.sum())."),
-        Mistake(lambda *a: ppo_formula(*a, reduce="sequences"),
-                "you averaged each sequence, then the batch (GRPO's aggregation); this loss is one "
-                "mean over all valid tokens of the batch, so a long sequence weighs more."),
-    ),
-    "dpo_loss": (
-        Mistake(lambda *a: dpo_formula(*a[:4], 1.0),
-                "β is missing: the loss is −log σ(β·Δ)."),
-        Mistake(lambda *a: dpo_formula(*a, beta_inside=False),
-                "β belongs inside σ: −log σ(β·Δ), not −β·log σ(Δ)."),
-        Mistake(lambda *a: dpo_formula(*a, use_ref=False),
-                "the reference log-probs are missing: Δ compares the log-ratios "
-                "log π_θ(y)/π_ref(y) = logp − ref_logp of the two completions."),
-        Mistake(lambda c, r, rc, rr, b: dpo_formula(c, r, -rc, -rr, b),
-                "the log-ratio is logp − ref_logp, not logp + ref_logp."),
-        Mistake(lambda c, r, rc, rr, b: dpo_formula(r, c, rr, rc, b),
-                "chosen and rejected are swapped: Δ = (chosen log-ratio) − (rejected log-ratio)."),
-    ),
-    "group_advantages": (
-        Mistake(lambda r: group_formula(r, correction=0),
-                "population std? Use the Bessel-corrected std (divide by G − 1), as torch.std "
-                "does by default and as TRL does."),
-        Mistake(lambda r: group_formula(r, eps=0.0),
-                "eps = 1e-4 is missing: divide by (std + 1e-4)."),
-        Mistake(lambda r: group_formula(r, eps_in_var=True),
-                "add eps to the std, not to the variance: (r − mean) / (std + 1e-4)."),
-        Mistake(lambda r: group_formula(r, dim=None),
-                "you normalised over the whole batch; each group (one row: the G responses to "
-                "one prompt) uses its own mean and std (dim=1)."),
-        Mistake(lambda r: group_formula(r, dim=0),
-                "you normalised along dim 0 (across prompts); the group is a row: use dim=1."),
-        Mistake(lambda r: r.double() - r.double().mean(1, keepdim=True),
-                "you only centred the rewards; GRPO also divides by the group's std + eps "
-                "(Dr. GRPO is the variant that does not)."),
-    ),
-    "kl_k3": (
-        Mistake(lambda lp, lr: k3_formula(lp, lr, "k1"),
-                "that is k1 = −log ρ = logp − logp_ref; k3 = (ρ − 1) − log ρ with ρ = π_ref/π."),
-        Mistake(lambda lp, lr: k3_formula(lp, lr, "k2"),
-                "that is k2 = ½(log ρ)²; k3 = (ρ − 1) − log ρ."),
-        Mistake(lambda lp, lr: k3_formula(lp, lr, reverse=True),
-                "the ratio is reversed (the KL direction flipped): for samples of π, "
-                "ρ = π_ref/π = exp(logp_ref − logp)."),
-        Mistake(lambda lp, lr: k3_formula(lp, lr, "k3+"),
-                "k3 = (ρ − 1) − log ρ: subtract log ρ, don't add it."),
-    ),
-    "exact_best_of_n": (
-        Mistake(lambda p, r, n: bon_formula(p, r, n, order="index"),
-                "F(y) accumulates π_ref over the outputs whose reward is at most r(y): sort by "
-                "reward, not by position."),
-        Mistake(lambda p, r, n: bon_formula(p, r, n, order="descending"),
-                "sorted the wrong way: F(y) is the probability that one draw is no better than y, "
-                "so the best output has F = 1."),
-        Mistake(lambda p, r, n: bon_formula(p, r, n, minus_below=False),
-                "π_n(y) = F(y)^n − F⁻(y)^n: subtract the probability that all n draws are "
-                "strictly worse than y."),
-        Mistake(bon_power,
-                "π_n is not π_ref^n renormalised: it depends on the rewards through "
-                "F(y)^n − F⁻(y)^n."),
-    ),
-}
-MISTAKES["sft_loss"] = sft_problem.mistakes(Mistake)

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from rlhf_lab.exercises import formulas as fm
+from rlhf_lab.exercises.mistakes import MISTAKES, Mistake
 from rlhf_lab.exercises import sft_problem as sp
 
 NAN_HINT = ("this case puts garbage (nan, 1e6) at padded positions. Select them out with "
@@ -44,7 +45,10 @@ class Problem:
     formula: Callable[..., Tensor]  # the same answer written out
     cases: Callable[[], list[Case]]
     grad_args: tuple[str, ...] = ()  # which inputs carry a gradient into the result
-    mistakes: tuple[fm.Mistake, ...] = field(default=())
+    mistakes: tuple[Mistake, ...] = field(default=())
+    returns: str = "the loss"  # what the function returns, in the words of a hint
+    sign_hint: str = ("the sign is flipped: a loss is minimised, so it is the negative of the "
+                      "objective (or of the log-likelihood).")
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -227,20 +231,27 @@ _LIST = [
     Problem("reinforce_loss", ("seq_logp", "rewards", "baseline"), "02", fm.reinforce_package,
             fm.reinforce_formula, _reinforce_cases, ("seq_logp",)),
     Problem("gae", ("rewards", "values", "mask", "gamma", "lam"), "03", fm.gae_package,
-            fm.gae_formula, _gae_cases),
+            fm.gae_formula, _gae_cases, returns="the advantages",
+            sign_hint="the sign is flipped: δ_t = r_t + γ·V_{t+1} − V_t is positive when a step went "
+                      "better than the critic expected."),
     Problem("ppo_policy_loss", ("logp", "logp_old", "adv", "mask", "clip_eps"), "04",
             fm.ppo_package, fm.ppo_formula, _ppo_cases, ("logp",)),
     Problem("dpo_loss", ("logp_chosen", "logp_rejected", "ref_logp_chosen",
                          "ref_logp_rejected", "beta"), "07", fm.dpo_package, fm.dpo_formula,
             _dpo_cases, ("logp_chosen", "logp_rejected")),
     Problem("group_advantages", ("rewards",), "08", fm.group_package, fm.group_formula,
-            _group_cases),
+            _group_cases, returns="the advantages",
+            sign_hint="the sign is flipped: (r − mean)/(std + eps) is positive for a response that "
+                      "beats its group's mean."),
     Problem("kl_k3", ("logp", "logp_ref"), "04", fm.k3_package, fm.k3_formula, _k3_cases,
-            ("logp",)),
+            ("logp",), returns="the per-sample estimates",
+            sign_hint="the sign is flipped: k3 = (ρ − 1) − log ρ is never negative (ρ − 1 ≥ log ρ)."),
     Problem("exact_best_of_n", ("probs", "rewards", "n"), "06", fm.bon_package, fm.bon_formula,
-            _bon_cases),
+            _bon_cases, returns="the distribution π_n",
+            sign_hint="the sign is flipped: π_n is a probability distribution, non-negative and "
+                      "summing to 1."),
 ]
-REGISTRY: dict[str, Problem] = {p.name: replace(p, mistakes=fm.MISTAKES[p.name]) for p in _LIST}
+REGISTRY: dict[str, Problem] = {p.name: replace(p, mistakes=MISTAKES[p.name]) for p in _LIST}
 PROBLEMS: tuple[str, ...] = tuple(REGISTRY)
 
 
