@@ -85,9 +85,11 @@ def notebook_json(path: Path) -> str:
 
     nb = jupytext.reads(synced_source(path), fmt="md:myst")
     equations, bib, cited = equation_numbers(), bibliography(), []
+    slug, branch = repository()
+    files = f"https://github.com/{slug}/blob/{branch}"  # where a notebook's links to the book's pages go
     for cell in nb.cells:
         if cell.cell_type == "markdown":
-            cell.source = plain_markdown(cell.source, path.stem.split("_")[0], equations, bib, cited)
+            cell.source = plain_markdown(cell.source, path.stem.split("_")[0], equations, bib, cited, files)
     if cited:
         nb.cells.append(nbformat.v4.new_markdown_cell(references(cited, bib)))
     for k, cell in enumerate(nb.cells):

@@ -9,6 +9,7 @@ applies it to every chapter (``notebook_json``) and re-exports the names here.
 
 from __future__ import annotations
 
+import posixpath
 import re
 from pathlib import Path
 
@@ -111,9 +112,11 @@ def _directive(lines: list[str], k: int, m: re.Match) -> tuple[list[str], int]:
 
 
 def plain_markdown(text: str, chapter: str, equations: dict[str, tuple[str, int]],
-                   bib: dict[str, dict[str, str]], cited: list[str]) -> str:
+                   bib: dict[str, dict[str, str]], cited: list[str], files: str = "") -> str:
     """One Markdown cell of chapter ``chapter`` ("NN") with no MyST left; cited keys are appended
-    to ``cited`` (for the References cell)."""
+    to ``cited`` (for the References cell). A link to another page of the book (``{doc}``)
+    points at its Markdown file under ``files`` (the repository's files on GitHub, which render
+    it), or is plain text without it."""
     lines, out, k = text.split("\n"), [], 0
     while k < len(lines):
         m = _FENCE.match(lines[k])
@@ -156,7 +159,10 @@ def plain_markdown(text: str, chapter: str, equations: dict[str, tuple[str, int]
             return cite(body, textual=name in {"cite:t", "citet", "cite:ts"})
         if name == "math":
             return f"${body}$"
-        shown = re.match(r"^(.*?)\s*<[^>]*>$", body, re.S)  # {ref}`text <label>`
+        shown = re.match(r"^(.*?)\s*<([^>]*)>$", body, re.S)  # {ref}`text <label>`
+        if name == "doc" and files:  # a chapter's {doc}`text <../book/page>`
+            page = posixpath.normpath(posixpath.join("chapters", shown.group(2) if shown else body))
+            return f"[{shown.group(1) if shown else body}]({files}/{page}.md)"
         return shown.group(1) if shown else body.lstrip("!~")
 
     return _ROLE.sub(role, text)

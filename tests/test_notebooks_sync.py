@@ -92,3 +92,7 @@ def test_directives_roles_and_targets_become_plain_markdown():
     assert "the section, KL and fig-1." in out
     assert "> **Note**\n>\n> A note." in out and "> **Why**\n>\n> Because." in out
     assert "x = 1\n\\tag{2}\n$$" in out and "(sec-x)=" not in out and cited == ["k"]
+    assert "{doc}" not in book.plain_markdown("the {doc}`notation table <../book/glossary>`", "03", equations, bib, [])
+    linked = book.plain_markdown("the {doc}`notation table <../book/glossary>`", "03", equations, bib, [],
+                                 "https://github.com/o/r/blob/main")
+    assert linked == "the [notation table](https://github.com/o/r/blob/main/book/glossary.md)"
