@@ -233,6 +233,8 @@ WRONG = {
         (lambda lp, m: torch.where(m, lp, 0.0).sum() / m.sum(), ["sign"]),
         (lambda lp, m: -torch.where(m, lp, 0.0).sum(), ["summed"]),
         (lambda lp, m: -(lp * m).sum() / m.sum(), ["garbage", "torch.where"]),
+        (lambda lp, m: -torch.where(m, lp, 0.0).sum(1).mean(), ["divided by B"]),
+        (lambda lp, m: -lp.mean(), ["the mask is ignored"]),
     ],
     "bradley_terry_loss": [
         (_bt_sum, ["scale", "sum"]),
@@ -327,6 +329,7 @@ def test_wrong_implementations_fail_with_what_differs(problem):
         for needle in needles:
             assert needle in result.message, (problem, needle, result.message)
         assert "what differs:" in result.message
+        assert "eq-" not in result.message  # equations by the book's numbers, not by label
 
 
 # -- practice sets: every stored answer is recomputed here, independently ----------------------
@@ -769,6 +772,15 @@ def test_practice_wrong_answers_get_hints():
                 assert hint in ex.answer(chapter, q.id, trap).message
     population = ex.answer("08", "q1", 0.75 / (math.sqrt(0.75 / 4) + 1e-4))
     assert not population.passed and "Bessel" in population.message
+
+
+def test_a_numeric_answer_right_but_for_precision_or_percent_is_told_so():
+    rough = ex.answer("01b", "q3", round(math.log(10), 1))  # 2.3 where 2.303 ± 0.001 is asked
+    assert not rough.passed and "more decimals" in rough.hint
+    percent = ex.answer("10", "q2", 74)  # 0.74 asked, as a fraction
+    assert not percent.passed and "percentage" in percent.hint
+    far = ex.answer("01b", "q3", 5.0)
+    assert not far.passed and "more decimals" not in far.hint and "percentage" not in far.hint
 
 
 def test_practice_answers_are_parsed_leniently_and_refused_clearly():

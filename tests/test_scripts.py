@@ -80,3 +80,13 @@ def test_two_steps_under_accelerate_launch_on_a_cpu(tmp_path):
     assert abs(result["first"]["kl/estimate"]) < 1e-4 < abs(result["last"]["kl/estimate"])
     assert {"reward/gold", "reward/gold_se", "entropy/estimate"} <= set(result["last"])
     assert seconds < 60, f"the smoke test took {seconds:.0f} s"
+
+
+def test_vllm_is_refused_with_the_worlds_own_tokenizer(monkeypatch, capsys, tmp_path):
+    """vLLM's sampling takes no suppress_tokens, which the world's own tokenizer needs: refused
+    with a message, after the model is loaded (a GPU is pretended, so the GPU check passes)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(SystemExit) as exit_info:
+        grpo.main(["--model", "reference", "--scale", "ci", "--use-vllm", "--output-dir", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "suppress_tokens" in capsys.readouterr().err

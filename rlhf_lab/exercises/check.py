@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from rlhf_lab.exercises.equations import cite
 from rlhf_lab.exercises.problems import Case, Problem, get_problem
 from rlhf_lab.exercises.result import CheckResult, enforce
 
@@ -83,9 +84,10 @@ def _check(spec: Problem, fn: Callable) -> CheckResult:
     lines += [f"    {k:<{width}} = {fmt(v)}" for k, v in case.inputs.items()]
     lines += [f"  {line}" for line in failure.details]
     lines.append(f"  what differs: {failure.what}")
-    if failure.hint:
-        lines.append(f"hint: {failure.hint}")
-    return CheckResult(False, "\n".join(lines), failure.hint)
+    hint = cite(failure.hint)  # a hint cites equations by label; the student sees the book's numbers
+    if hint:
+        lines.append(f"hint: {hint}")
+    return CheckResult(False, "\n".join(lines), hint)
 
 
 def fmt(x: object) -> str:

@@ -104,8 +104,21 @@ def _answer(ps: PracticeSet, qid: str, value: object) -> CheckResult:
         return CheckResult(False, f"{name}: {problem}")
     if _matches(q, q.answer, parsed):
         return CheckResult(True, f"{name}: correct — {_show(q)}.")
-    hint = next((h for trap, h in q.traps if _matches(q, trap, parsed)), q.hint)
+    hint = next((h for trap, h in q.traps if _matches(q, trap, parsed)), None) or _near(q, parsed) or q.hint
     return CheckResult(False, f"{name}: {_shown(q, parsed)} is not right.\nhint: {hint}", hint)
+
+
+def _near(q: Question, value: object) -> str:
+    """A hint for a numeric answer that is right but for its precision or its units, else ""."""
+    if q.kind != "numeric":
+        return ""
+    target = float(q.answer)
+    if q.tol and abs(value - target) <= max(10 * q.tol, 0.01 * abs(target)):
+        return f"close: the answer is wanted to within ±{q.tol:g}; give more decimals."
+    percent = math.isclose(value, 100 * target, rel_tol=0.0, abs_tol=100 * (q.tol or 1e-9))
+    if 0 < abs(target) <= 1 and percent:
+        return f"that looks like a percentage: give it as a fraction ({value:g} % = {value / 100:g})."
+    return ""
 
 
 _FORM = {"numeric": "a number", "choice": 'a letter such as "b"',

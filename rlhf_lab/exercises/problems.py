@@ -19,9 +19,9 @@ from rlhf_lab.exercises import formulas as fm
 from rlhf_lab.exercises.mistakes import MISTAKES, Mistake
 from rlhf_lab.exercises import sft_problem as sp
 
-NAN_HINT = ("this case puts garbage (nan, 1e6) at padded positions. Select them out with "
-            "torch.where(mask, x, 0.0) before any arithmetic: multiplying by the mask gives "
-            "0 · nan = nan.")
+NAN_HINT = ("this case puts garbage (nan, inf or huge values) at padded positions. Select them "
+            "out with torch.where(mask, x, 0.0) before any arithmetic: multiplying by the mask "
+            "gives 0 · nan = nan.")
 LOGSIGMOID_HINT = ("log(torch.sigmoid(x)) underflows for very negative x (sigmoid(−110) is 0 in "
                    "float32, and log 0 = −inf). Use torch.nn.functional.logsigmoid.")
 

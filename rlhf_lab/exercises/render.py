@@ -14,7 +14,7 @@ def result_html(passed: bool, message: str, pending: bool = False) -> str:
     """A green box (passed), a red one (failed) or a grey one (an answer not given yet) holding
     the message, preformatted."""
     style = PENDING if pending else PASS if passed else FAIL
-    label = "not answered yet" if pending else "passed" if passed else "not yet"
+    label = "to do" if pending else "passed" if passed else "not yet"
     return (
         f'<div style="border-left: 6px solid {style["border"]}; '
         f'background: {style["background"]}; padding: 6px 10px; margin: 4px 0; '

@@ -169,7 +169,8 @@ SETS = {
                "A = +1 gives min(ρ, clip(ρ)): ρ below 1.2, flat at 1.2 above — curve P. "
                "A = −1 gives −max(ρ, clip(ρ)): −0.8 below ρ = 0.8, −ρ above — curve Q."),
         numeric("q5", "A sample from π has log π(y) = −1.0 and log π_ref(y) = −1.5. What is its "
-                "k3 estimate (eq-kl-estimators)?", math.exp(-0.5) - 1 + 0.5, 1e-3,
+                "k3 estimate (eq-kl-estimators), with ρ = π_ref(y)/π(y) (not PPO's ratio)?",
+                math.exp(-0.5) - 1 + 0.5, 1e-3,
                 "ρ = π_ref/π, so log ρ = −1.5 − (−1.0) = −0.5; k3 = ρ − 1 − log ρ.",
                 "ρ = e^(−0.5) ≈ 0.6065, k3 = 0.6065 − 1 + 0.5 ≈ 0.1065.",
                 traps=((0.5, "that is k1 = −log ρ."),

@@ -16,6 +16,10 @@ PADDING_HINT = ("you divided by every position, padding included: divide by mask
                 "number of response tokens.")
 SIGN_HINT = "the sign is flipped: the loss is the NEGATIVE mean log-likelihood."
 SUM_HINT = "you summed over the tokens: take the mean, divide by N = mask.sum()."
+ROWS_HINT = ("you divided by B, the number of demonstrations: the mean is over the N = mask.sum() "
+             "response tokens of the batch (eq-sft-loss).")
+UNMASKED_HINT = ("the mask is ignored: padded positions entered the mean. Select the response "
+                 "tokens with torch.where(mask, token_logp, 0.0) and divide by N = mask.sum().")
 
 
 def package(token_logp, mask):
@@ -30,7 +34,10 @@ def formula(token_logp, mask, per_row=False, over="mask", sign=-1.0):
     picked = torch.where(m, token_logp.double(), 0.0)
     if per_row:
         return sign * (picked.sum(1) / m.sum(1)).mean()
-    n = {"mask": m.sum(), "all": torch.tensor(m.numel()), "one": torch.tensor(1)}[over]
+    if over == "unmasked":
+        return sign * token_logp.double().mean()
+    n = {"mask": m.sum(), "all": torch.tensor(m.numel()), "one": torch.tensor(1),
+         "rows": torch.tensor(m.shape[0])}[over]
     return sign * picked.sum() / n
 
 
@@ -40,6 +47,8 @@ def mistakes(mistake_cls) -> tuple:
         mistake_cls(lambda lp, m: formula(lp, m, over="all"), PADDING_HINT),
         mistake_cls(lambda lp, m: formula(lp, m, sign=1.0), SIGN_HINT),
         mistake_cls(lambda lp, m: formula(lp, m, over="one"), SUM_HINT),
+        mistake_cls(lambda lp, m: formula(lp, m, over="rows"), ROWS_HINT),
+        mistake_cls(lambda lp, m: formula(lp, m, over="unmasked"), UNMASKED_HINT),
     )
 
 
@@ -68,7 +77,8 @@ def cases(case_cls, nan_hint: str) -> list:
 
 SOURCE = (
     "def sft_loss(token_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:",
-    """Mean negative log-likelihood over the tokens where ``mask`` is True.
+    """Mean negative log-likelihood over the tokens where ``mask`` is True:
+    loss = -(1/N) * (sum of token_logp where mask), N = mask.sum().
 
     Padded positions may hold anything (nan, -inf); they must not reach the result.
 

@@ -102,10 +102,11 @@ def trl_preferences(dataset: datasets.Dataset, *, require_eos: bool = True) -> d
     EOS are kept — give the workbook's trainers the same rows.
     """
     check_preferences(dataset)
-    if require_eos:
-        dataset = dataset.filter(lambda row: row["chosen"].endswith(EOS) and row["rejected"].endswith(EOS))
-    return dataset.map(lambda row: {"chosen": " " + row["chosen"], "rejected": " " + row["rejected"]},
-                       remove_columns=[c for c in dataset.column_names if c not in ("prompt", "chosen", "rejected")])
+    with no_progress_bars():
+        if require_eos:
+            dataset = dataset.filter(lambda row: row["chosen"].endswith(EOS) and row["rejected"].endswith(EOS))
+        return dataset.map(lambda row: {"chosen": " " + row["chosen"], "rejected": " " + row["rejected"]},
+                           remove_columns=[c for c in dataset.column_names if c not in ("prompt", "chosen", "rejected")])
 
 
 def generation_kwargs(world: TokenWorld, tokenizer) -> dict:
@@ -190,19 +191,28 @@ def quiet():
 
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
-    bars = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
     trl_logger = logging.getLogger("trl")
     trl_level = trl_logger.level
     trl_logger.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings(), quiet_transformers():
+        with warnings.catch_warnings(), quiet_transformers(), no_progress_bars():
             for category in (FutureWarning, DeprecationWarning, UserWarning):
                 warnings.filterwarnings("ignore", category=category, module=r"(transformers|trl|accelerate)\b")
             yield
     finally:
         hf_logging.set_verbosity(level)
         trl_logger.setLevel(trl_level)
+
+
+@contextlib.contextmanager
+def no_progress_bars():
+    """No ``datasets`` progress bar (map, filter) inside; as it was after. A bar of a few
+    milliseconds' work shows in a static page as one stuck at 0 %."""
+    bars = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
         if bars:
             datasets.enable_progress_bars()
 

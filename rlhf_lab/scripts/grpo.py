@@ -27,8 +27,9 @@ import datasets
 
 EPILOG = """\
 generation with vLLM: --use-vllm sets TRL's use_vllm=True, vllm_mode="colocate": vLLM runs
-inside each training process and shares its GPU, sleeping while the trainer steps (install
-vllm; GPU only). Without it, TRL generates with transformers' model.generate.
+inside each training process and shares its GPU (install vllm; GPU only; a hub model: the
+world's own tiny model restricts its vocabulary with suppress_tokens, which vLLM does not
+take). Without it, TRL generates with transformers' model.generate.
 
 several GPUs: accelerate launch --config_file rlhf_lab/scripts/configs/zero2.yaml -m
 rlhf_lab.scripts.grpo ... (DeepSpeed ZeRO-2: optimizer states and gradients sharded, full
@@ -127,6 +128,10 @@ def main(argv: list[str] | None = None) -> dict:
     steps = args.steps or scale.rl_steps
     n, g = args.prompts_per_step, args.group_size
     lr = args.lr or (3e-4 if args.model == "reference" else 1e-6)
+    if args.use_vllm and rt.generation_kwargs(world, tokenizer):
+        parser.error(f"--use-vllm with --model {args.model}: the world's own tokenizer restricts sampling to the "
+                     "world's words with generate's suppress_tokens, which vLLM's sampling does not take; "
+                     "drop --use-vllm, or pass a hub model")
     gold = rt.reward_func(world.gold_rewards, world, tokenizer)
     config = rt.training_args(
         GRPOConfig, args.output_dir, max_steps=steps, learning_rate=lr, per_device_train_batch_size=n * g,
