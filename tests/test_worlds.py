@@ -136,6 +136,30 @@ def test_corpus_fits_the_smallest_world():
     assert set(tiny.corpus(200)) == {f"{p} {w} {EOS}" for p in tiny.prompts for w in ("good", "bad")}
 
 
+@pytest.mark.parametrize("scale", ["ci", "cpu"])
+def test_corpus_probs_is_the_corpus_distribution(scale):
+    """The exact distribution against 40,000 corpus draws: every frequency within 4.5 standard
+    errors (over ~250 to ~670 completions; seen at most 3.2), the probabilities sum to 1, and
+    nothing is drawn that it gives probability 0."""
+    world = ReviewsWorld.from_scale(get_scale(scale))
+    draws = collections.defaultdict(collections.Counter)
+    for text in world.corpus(40000, seed=3):
+        prompt, completion = text.split(" ", 1)
+        draws[prompt][completion] += 1
+    for prompt in world.prompts:
+        probs, m = world.corpus_probs(prompt), sum(draws[prompt].values())
+        assert sum(probs.values()) == pytest.approx(1.0, abs=1e-12)
+        assert set(draws[prompt]) <= set(probs)
+        for completion, p in probs.items():
+            se = (p * (1 - p) / m) ** 0.5
+            assert abs(draws[prompt][completion] / m - p) <= 4.5 * se, (prompt, completion)
+    tiny = ReviewsWorld(n_topics=2, words_per_class=1, max_new_tokens=2, negation=False, intensifier=False,
+                        positive_rates=(0.25, 0.5))
+    assert tiny.corpus_probs(tiny.prompts[0]) == pytest.approx({f"good {EOS}": 0.25, f"bad {EOS}": 0.75})
+    with pytest.raises(ValueError, match="not one of"):
+        tiny.corpus_probs("<nothing>")
+
+
 def test_scales_build_their_worlds():
     sizes = {}
     for name in ("ci", "cpu", "gpu"):

@@ -56,6 +56,7 @@ INTENSIFIER_FACTOR = 1.5
 PENALTY = 1.0  # per fluency error: a repeated word, a misplaced modifier, no EOS, empty
 # the modifiers before a corpus phrase's adjective, and how often each shape is drawn
 PHRASE_WEIGHTS = {(): 0.4, (VERY,): 0.25, (NOT,): 0.25, (NOT, VERY): 0.1}
+TWO_PHRASES = 0.35  # how often a corpus review tries a second phrase
 
 
 class ReviewsWorld(TokenWorld):
@@ -193,7 +194,7 @@ class ReviewsWorld(TokenWorld):
         for _ in range(n):
             t = rng.randrange(len(self.prompts))
             positive = rng.random() < self.positive_rates[t]
-            n_phrases = 2 if rng.random() < 0.35 else 1
+            n_phrases = 2 if rng.random() < TWO_PHRASES else 1
             words: list[str] = []
             for _ in range(n_phrases):
                 fits = [(p, w) for p, w in phrases[positive]
@@ -204,3 +205,32 @@ class ReviewsWorld(TokenWorld):
                 words.extend(choice)
             texts.append(" ".join([self.prompts[t], *words, EOS]))
         return texts
+
+    def corpus_probs(self, prompt: str) -> dict[str, float]:
+        """The exact distribution of :meth:`corpus`'s completions of ``prompt``: completion text
+        (words and EOS, without the prompt) → probability, summed over the draws that write it.
+
+        The same process as ``corpus``, followed down every branch instead of sampled: the
+        sentiment, one or two phrases, each phrase by weight among those that fit.
+        """
+        if prompt not in self.prompts:
+            raise ValueError(f"prompt={prompt!r} is not one of {self.prompts}")
+        rate = self.positive_rates[self.prompts.index(prompt)]
+        budget = self.max_new_tokens - 1  # words before EOS
+        out: dict[str, float] = {}
+
+        def extend(words: list[str], phrases: list, left: int, p: float) -> None:
+            fits = [(ph, w) for ph, w in phrases if len(words) + len(ph) <= budget and not set(ph) & set(words)]
+            if left == 0 or not fits:  # done, or nothing fits: the review ends here (corpus breaks)
+                text = " ".join([*words, EOS])
+                out[text] = out.get(text, 0.0) + p
+                return
+            total = sum(w for _, w in fits)
+            for ph, w in fits:
+                extend([*words, *ph], phrases, left - 1, p * w / total)
+
+        for positive, p_sign in ((True, rate), (False, 1.0 - rate)):
+            for n_phrases, p_n in ((1, 1.0 - TWO_PHRASES), (2, TWO_PHRASES)):
+                if p_sign > 0:
+                    extend([], self._phrases(positive), n_phrases, p_sign * p_n)
+        return out
