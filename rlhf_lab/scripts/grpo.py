@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> dict:
     steps = args.steps or scale.rl_steps
     n, g = args.prompts_per_step, args.group_size
     lr = args.lr or (3e-4 if args.model == "reference" else 1e-6)
-    if args.use_vllm and rt.generation_kwargs(world, tokenizer):
+    restrict = rt.generation_kwargs(world, tokenizer)  # non-empty only with the world's own tokenizer
+    if args.use_vllm and restrict:
         parser.error(f"--use-vllm with --model {args.model}: the world's own tokenizer restricts sampling to the "
                      "world's words with generate's suppress_tokens, which vLLM's sampling does not take; "
                      "drop --use-vllm, or pass a hub model")
@@ -136,13 +137,13 @@ def main(argv: list[str] | None = None) -> dict:
     config = rt.training_args(
         GRPOConfig, args.output_dir, max_steps=steps, learning_rate=lr, per_device_train_batch_size=n * g,
         num_generations=g, max_completion_length=world.max_new_tokens, beta=args.beta, loss_type="grpo",
-        generation_kwargs=rt.generation_kwargs(world, tokenizer), use_vllm=args.use_vllm,
+        generation_kwargs=restrict, use_vllm=args.use_vllm,
         **({"vllm_mode": "colocate"} if args.use_vllm else {}))
     prompts = prompt_dataset(world)
     prompts = prompts.select([i % len(prompts) for i in range(max(n * steps, len(prompts)))])
     callbacks = []
     if args.eval_samples:
-        if rt.generation_kwargs(world, tokenizer):  # the world's own tokenizer: the world's evaluator
+        if restrict:  # the world's own tokenizer: the world's evaluator
             evaluator = SampledEvaluator(world, ref, samples=args.eval_samples)
         else:
             evaluator = TextSampledEvaluator(world.prompts, tokenizer, ref, gold, samples=args.eval_samples,
